@@ -1,0 +1,408 @@
+"""The gradient-flow ODE dθ/dt = −∇L(θ) and its adaptive solution with diffrax.
+
+`simulate` is the one entry point: it takes any scalar objective over any parameter pytree and
+returns a `gflow.Trajectory`. It is pure JAX under the hood, so it can be `jax.vmap`-ed over
+initial parameters (and over `args`, e.g. datasets of equal shape); failures come back as status
+codes, never as exceptions inside the solve.
+
+**Scale-aware error control.** diffrax accepts a step when
+``rms(err_i / (atol + rtol·|θ_i|)) ≤ 1``. A fixed `atol` makes a state of size 1e-8 "converged"
+before the solver takes a single accurate step. With ``atol=None`` gflow sets
+
+    atol = rtol · ATOL_FRACTION · rms(θ0),      ATOL_FRACTION = 1e-2,
+
+so every component is controlled relative to the initial scale of the state: a run from init
+scale 1e-10 gets the same relative accuracy as one from 1 (the problem θ ↦ θ/ε is solved with the
+same tolerances). Once the weights grow, the relative term rtol·|θ_i| dominates.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+
+from . import status as _status
+from .trajectory import Trajectory
+
+ATOL_FRACTION = 1e-2
+
+SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+    "bosh3": diffrax.Bosh3,
+    "heun": diffrax.Heun,
+    "ralston": diffrax.Ralston,
+}
+
+
+def vector_field(objective, args=None):
+    """The gradient-flow vector field F(t, θ) = −∇L(θ), in diffrax's `(t, y, args)` form.
+
+    With `args=None` the objective is called as `objective(θ)`, otherwise `objective(θ, args)`.
+    """
+
+    def field(t, params, args):
+        g = jax.grad(objective)(*_call_args(params, args))
+        return jax.tree.map(jnp.negative, g)
+
+    return field
+
+
+def _call_args(params, args):
+    return (params,) if args is None else (params, args)
+
+
+def get_solver(solver) -> diffrax.AbstractSolver:
+    """A diffrax solver from a name in `SOLVERS` or a diffrax solver instance."""
+    if isinstance(solver, diffrax.AbstractSolver):
+        return solver
+    if isinstance(solver, str) and solver.lower() in SOLVERS:
+        return SOLVERS[solver.lower()]()
+    raise ValueError(
+        f"unknown solver {solver!r}: pass one of {sorted(SOLVERS)} or a diffrax solver "
+        "instance such as diffrax.Tsit5()"
+    )
+
+
+def grad_evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int]:
+    """(evaluations of ∇L per attempted step, evaluations at start) for `solver`.
+
+    Explicit Runge–Kutta methods evaluate the field once per stage; first-same-as-last (FSAL)
+    methods reuse the last stage of the previous step and pay one extra evaluation at t0.
+    """
+    tableau = getattr(solver, "tableau", None)
+    if tableau is None or not hasattr(tableau, "num_stages"):
+        return 1, 0
+    if tableau.fsal:
+        return tableau.num_stages - 1, 1
+    return tableau.num_stages, 0
+
+
+class _BracketState(eqx.Module):
+    lower: jax.Array
+    upper: jax.Array
+    lower_sign: jax.Array
+
+
+class _BracketBisection(optx.AbstractRootFinder):
+    """Bisection on the sign of f over diffrax's event bracket [t_prev, t_next].
+
+    diffrax hands the root finder a pytree with one value per event condition (zero for those
+    that did not fire); their sum is the value of the event that fired. The bracket is halved
+    until its width is below atol + rtol·|t|, whatever the scale of f: a boolean event mapped to
+    ±1 is located as precisely as a smooth one. Unlike `optx.Bisection` it does not need a
+    strict sign change at the ends (diffrax maps a step-end event to a root exactly at t_next).
+    """
+
+    rtol: float
+    atol: float
+    norm: Callable = jnp.abs
+
+    @staticmethod
+    def _value(fn, t, args):
+        out, _ = fn(t, args)
+        return sum(jax.tree.leaves(out))
+
+    def init(self, fn, y, args, options, f_struct, aux_struct, tags):
+        lower = jnp.asarray(options["lower"])
+        upper = jnp.asarray(options["upper"])
+        return _BracketState(lower, upper, jnp.sign(self._value(fn, lower, args)))
+
+    def step(self, fn, y, args, options, state, tags):
+        mid = state.lower + 0.5 * (state.upper - state.lower)
+        value, aux = fn(mid, args)
+        same = jnp.sign(sum(jax.tree.leaves(value))) == state.lower_sign
+        same = same & (state.lower_sign != 0)
+        lower = jnp.where(same, mid, state.lower)
+        upper = jnp.where(same, state.upper, mid)
+        return upper, _BracketState(lower, upper, state.lower_sign), aux
+
+    def terminate(self, fn, y, args, options, state, tags):
+        width = jnp.abs(state.upper - state.lower)
+        return width < self.atol + self.rtol * jnp.abs(state.upper), optx.RESULTS.successful
+
+    def postprocess(self, fn, y, aux, args, options, state, tags, result):
+        return y, aux, {}
+
+
+def _blowup_threshold(dtype) -> float:
+    # Far beyond any trained network, far below overflow of the gradient's products.
+    return float(np.sqrt(np.finfo(dtype).max)) * 1e-4
+
+
+def _dtmin(t0, t1):
+    # A step below the round-off of t cannot advance the solution: the flow is singular there
+    # (finite-time blow-up, or a non-finite gradient that makes every step fail).
+    eps = jnp.finfo(t0.dtype).eps
+    return 64 * eps * jnp.maximum(jnp.abs(t0), jnp.abs(t1))
+
+
+def _check_params(params0):
+    leaves = jax.tree.leaves(params0)
+    if not leaves:
+        raise ValueError("params0 is an empty pytree: pass at least one float array")
+    for leaf in leaves:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"params0 holds an array of dtype {dtype}: gradient flow needs float arrays, "
+                "cast it with jnp.asarray(x, dtype=float)"
+            )
+        if _concrete(leaf) and not np.all(np.isfinite(np.asarray(leaf))):
+            raise ValueError("params0 contains NaN or inf: pass finite initial parameters")
+
+
+def _concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _check_scalar_fn(name, fn, params0, args, *, allow_bool):
+    if not callable(fn):
+        raise ValueError(f"{name} must be a function of the parameters, got {type(fn).__name__}")
+    try:
+        out = jax.eval_shape(fn, *_call_args(params0, args))
+    except Exception as e:  # noqa: BLE001 - re-raised with context
+        raise ValueError(f"{name} could not be evaluated on params0: {e}") from e
+    if not hasattr(out, "shape") or out.shape != ():
+        raise ValueError(f"{name} must return a scalar, got {getattr(out, 'shape', out)}")
+    if jnp.issubdtype(out.dtype, jnp.bool_) and not allow_bool:
+        raise ValueError(f"{name} must return a float, got bool")
+    return out
+
+
+def _check_times(t0, t1, saveat):
+    if _concrete(t0) and _concrete(t1):
+        if not (np.isfinite(t0) and np.isfinite(t1)):
+            raise ValueError(f"t0={t0} and t1={t1} must be finite")
+        if not float(t1) > float(t0):
+            raise ValueError(f"t1={t1} must be greater than t0={t0}: the flow runs forward")
+    if saveat is None:
+        return None
+    ts = jnp.asarray(saveat)
+    if ts.ndim != 1 or ts.shape[0] == 0:
+        raise ValueError(f"saveat must be a non-empty 1-D array of times, got shape {ts.shape}")
+    if _concrete(ts) and _concrete(t0) and _concrete(t1):
+        tsn = np.asarray(ts)
+        if not np.all(np.isfinite(tsn)):
+            raise ValueError("saveat contains NaN or inf")
+        if np.any(np.diff(tsn) < 0):
+            raise ValueError("saveat must be non-decreasing")
+        if tsn[0] < float(t0) or tsn[-1] > float(t1):
+            raise ValueError(f"saveat must lie in [t0, t1] = [{t0}, {t1}], got [{tsn[0]}, {tsn[-1]}]")
+    return ts
+
+
+def simulate(
+    objective: Callable[..., Any],
+    params0,
+    t1,
+    *,
+    t0=0.0,
+    saveat=None,
+    solver="tsit5",
+    rtol=1e-6,
+    atol=None,
+    observables: dict[str, Callable] | None = None,
+    event: Callable | None = None,
+    max_steps: int = 100_000,
+    progress: bool = False,
+    save_params: bool = True,
+    args=None,
+) -> Trajectory:
+    """Integrate the gradient flow dθ/dt = −∇L(θ) from θ(t0) = params0 to t1.
+
+    **Arguments:**
+
+    - `objective`: L, a function of the parameters returning a scalar (`objective(params)`, or
+      `objective(params, args)` when `args` is given).
+    - `params0`: any pytree of float arrays.
+    - `t1`, `t0`: the time interval, t1 > t0.
+    - `saveat`: 1-D array of times in [t0, t1] where loss, observables and (optionally) params
+      are recorded; default `[t0, t1]`.
+    - `solver`: "tsit5" (default), "dopri5", "dopri8", "bosh3", "heun", "ralston", or any
+      diffrax solver instance.
+    - `rtol`, `atol`: error tolerances. `atol=None` is scale-aware: see this module's docstring.
+    - `observables`: dict name → function of the parameters (and `args`), evaluated at `saveat`.
+    - `event`: function of the parameters (and `args`) returning a float (the flow stops where
+      it changes sign) or a bool (the flow stops where it first becomes true). Either way the
+      time is located by bisection on the solver's dense output to ~1e-12 relative, and is
+      reported as `t_event`. Conditions are watched from t0 on: a condition that already holds
+      at t0 fires at the first step for a bool event; a float event needs a sign change.
+    - `max_steps`: cap on solver steps; reaching it gives status "max_steps".
+    - `progress`: show a tqdm progress bar over [t0, t1].
+    - `save_params`: store θ at `saveat` (set False to keep memory O(observables)).
+    - `args`: optional pytree passed to objective, observables and event; `jax.vmap` over it
+      runs one dataset per lane.
+
+    **Returns:** a `gflow.Trajectory`. The solve itself never raises: a blow-up gives status
+    "nonfinite", too few steps "max_steps". Bad input raises `ValueError` before solving.
+    """
+    _check_params(params0)
+    _check_scalar_fn("objective", objective, params0, args, allow_bool=False)
+    observables = dict(observables or {})
+    for name, fn in observables.items():
+        if not callable(fn):
+            raise ValueError(f"observable {name!r} must be a function of the parameters")
+    event_is_bool = None
+    if event is not None:
+        out = _check_scalar_fn("event", event, params0, args, allow_bool=True)
+        event_is_bool = bool(jnp.issubdtype(out.dtype, jnp.bool_))
+    ts = _check_times(t0, t1, saveat)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if tol is not None and _concrete(tol) and not float(tol) > 0:
+            raise ValueError(f"{name} must be positive, got {tol}")
+    solver = get_solver(solver)
+
+    dtype = jnp.result_type(*jax.tree.leaves(params0))
+    t0 = jnp.asarray(t0, dtype)
+    t1 = jnp.asarray(t1, dtype)
+    ts = jnp.stack([t0, t1]) if ts is None else ts.astype(dtype)
+    return _solve(
+        objective,
+        params0,
+        args,
+        t0,
+        t1,
+        ts,
+        jnp.asarray(rtol, dtype),
+        None if atol is None else jnp.asarray(atol, dtype),
+        solver=solver,
+        observables=observables,
+        event=event,
+        event_is_bool=event_is_bool,
+        max_steps=max_steps,
+        progress=progress,
+        save_params=save_params,
+    )
+
+
+def scale_aware_atol(params0, rtol):
+    """atol = rtol · ATOL_FRACTION · rms(θ0) (see module docstring); rtol·1e-12 if θ0 = 0."""
+    leaves = [jnp.ravel(x) for x in jax.tree.leaves(params0)]
+    flat = jnp.concatenate(leaves)
+    rms = jnp.sqrt(jnp.mean(flat**2))
+    return rtol * ATOL_FRACTION * jnp.where(rms > 0, rms, 1e-10)
+
+
+@eqx.filter_jit
+def _solve(
+    objective,
+    params0,
+    args,
+    t0,
+    t1,
+    ts,
+    rtol,
+    atol,
+    *,
+    solver,
+    observables,
+    event,
+    event_is_bool,
+    max_steps,
+    progress,
+    save_params,
+):
+    dtype = t0.dtype
+    if atol is None:
+        atol = scale_aware_atol(params0, rtol)
+
+    def record(t, y, args):
+        call = _call_args(y, args)
+        return {
+            "loss": objective(*call),
+            "observables": {k: f(*call) for k, f in observables.items()},
+            "params": y if save_params else None,
+        }
+
+    saveat = diffrax.SaveAt(
+        subs=[
+            diffrax.SubSaveAt(ts=ts, fn=record),
+            diffrax.SubSaveAt(t1=True),
+        ]
+    )
+
+    threshold = _blowup_threshold(dtype)
+
+    def blowup(t, y, args, **kwargs):
+        leaves = jax.tree.leaves(y)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+        big = jnp.any(jnp.stack([jnp.max(jnp.abs(x)) > threshold for x in leaves]))
+        return jnp.logical_or(jnp.logical_not(finite), big)
+
+    conds = [blowup]
+    if event is not None:
+
+        def user(t, y, args, **kwargs):
+            value = event(*_call_args(y, args))
+            if event_is_bool:
+                return jnp.where(value, 1.0, -1.0).astype(dtype)
+            return jnp.asarray(value, dtype)
+
+        conds.append(user)
+    tol = float(100 * np.finfo(dtype).eps)
+    diffrax_event = diffrax.Event(cond_fn=conds, root_finder=_BracketBisection(rtol=tol, atol=tol))
+
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(vector_field(objective, args)),
+        solver,
+        t0,
+        t1,
+        dt0=None,
+        y0=params0,
+        args=args,
+        saveat=saveat,
+        stepsize_controller=diffrax.PIDController(
+            rtol=rtol, atol=atol, dtmin=_dtmin(t0, t1), force_dtmin=False
+        ),
+        event=diffrax_event,
+        max_steps=max_steps,
+        throw=False,
+        progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
+    )
+
+    blew_up = sol.event_mask[0]
+    fired = sol.event_mask[1] if event is not None else jnp.asarray(False)
+    result = sol.result
+    code = jnp.where(
+        result == diffrax.RESULTS.successful,
+        _status.SUCCESS,
+        jnp.where(result == diffrax.RESULTS.max_steps_reached, _status.MAX_STEPS, _status.FAILED),
+    )
+    code = jnp.where(fired, _status.EVENT, code)
+    collapsed = result == diffrax.RESULTS.dt_min_reached
+    code = jnp.where(blew_up | collapsed, _status.NONFINITE, code)
+
+    saved_ts, saved = sol.ts[0], sol.ys[0]
+    t_final = sol.ts[1][0]
+    reached = saved_ts <= t_final
+
+    def mask(x):
+        keep = reached.reshape(reached.shape + (1,) * (x.ndim - 1))
+        return jnp.where(keep, x, jnp.nan)
+
+    saved = jax.tree.map(mask, saved)
+    per_step, at_start = grad_evals_per_step(solver)
+    stats = sol.stats
+    return Trajectory(
+        ts=jnp.where(reached, saved_ts, jnp.nan),
+        params=saved["params"],
+        loss=saved["loss"],
+        observables=saved["observables"],
+        status_code=code.astype(jnp.int32),
+        t_final=t_final,
+        t_event=jnp.where(fired, t_final, jnp.nan),
+        final_params=jax.tree.map(lambda x: x[0], sol.ys[1]),
+        num_steps=stats["num_steps"],
+        num_accepted_steps=stats["num_accepted_steps"],
+        num_rejected_steps=stats["num_rejected_steps"],
+        num_grad_evals=stats["num_steps"] * per_step + at_start,
+    )
