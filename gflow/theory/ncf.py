@@ -1,0 +1,142 @@
+"""Kumar & Haupt: the neural correlation function (NCF) and the flow near and beyond the origin.
+
+arXiv 2402.09226 (TMLR 2024), 2403.08121 (TMLR 2025), 2502.15952 (JMLR 2025); definitions as in
+`../shared/science/science_B.md` §C. Items marked [R] there are reconstructions and are
+implemented as written.
+
+For a network H(x; w) homogeneous of order L (H(x; cw) = c^L H(x; w)) and a loss
+L(w) = Σ_i ℓ(H(x_i; w), y_i), the gradient near w = 0 is ∇L(w) = −∇N(w) + O(‖w‖^{2L−1}) with
+
+    N(u) = rᵀH(X; u),      r_i = −∂_1ℓ(0, y_i)      (r = y for ℓ = ½(p − y)²),
+
+the NCF. Small weights w(0) = δ·w0 follow w(t) ≈ δ·φ(δ^{L−2} t) with φ̇ = ∇N(φ), whose direction
+performs spherical gradient ascent on N [R]; it converges to a KKT point u* of max N(u) s.t.
+‖u‖ = 1: ∇N(u*) = λu*, λ = L·N(u*) (Euler). The radius obeys ṙ = L·N(φ̂)·r^{L−1}.
+Around a saddle w̄ the same holds for the small weights with the residual
+r = −∂_1ℓ(H(X; w̄), y) (= y − H(X; w̄) for the square loss; 2402.09226).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from .. import losses
+from ..flow import simulate
+
+
+def correlation_labels(loss, y, f=0.0, reduction="sum"):
+    """r_i = −∂_1ℓ(f_i, y_i) (divided by n for `reduction="mean"`): the vector the NCF correlates
+    the network with. At f = 0 this is y for ½(p − y)², 2y for (p − y)², y/2 for logistic; at the
+    outputs f of a saddle it is the residual of 2402.09226."""
+    ell = losses.get_loss(loss)
+    y = jnp.asarray(y)
+    f = jnp.broadcast_to(jnp.asarray(f, y.dtype), y.shape)
+    r = -jax.vmap(jax.grad(ell))(f, y)
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    return r / y.shape[0] if reduction == "mean" else r
+
+
+def ncf(apply_fn, X, r):
+    """The NCF u ↦ N(u) = rᵀH(X; u) for a network `apply_fn(params, X)`."""
+    X = jnp.asarray(X)
+    r = jnp.asarray(r)
+    if r.ndim != 1 or X.shape[0] != r.shape[0]:
+        raise ValueError(f"r must have shape ({X.shape[0]},) to match X, got {r.shape}")
+
+    def N(u):
+        return jnp.dot(r, apply_fn(u, X))
+
+    return N
+
+
+def _unit(u):
+    flat, unravel = ravel_pytree(u)
+    norm = jnp.linalg.norm(flat)
+    if not float(norm) > 0:
+        raise ValueError("the starting point u0 is zero: the NCF ascent needs a direction")
+    return unravel(flat / norm)
+
+
+def kkt_residual(N, u):
+    """‖(I − ûûᵀ)∇N(û)‖ / ‖∇N(û)‖: zero exactly at KKT points of max N on the unit sphere."""
+    flat, unravel = ravel_pytree(u)
+    uhat = flat / jnp.linalg.norm(flat)
+    g, _ = ravel_pytree(jax.grad(N)(unravel(uhat)))
+    tangent = g - jnp.dot(g, uhat) * uhat
+    return jnp.linalg.norm(tangent) / jnp.linalg.norm(g)
+
+
+def spherical_ascent(N, u0, *, step=1e-2, tol=1e-8, max_iter=200_000):
+    """KKT point of max N on the sphere by projected gradient ascent
+    u ← (u + η∇N(u)) / ‖u + η∇N(u)‖ from u0/‖u0‖, with η = `step`/‖∇N(û0)‖, until
+    `kkt_residual` ≤ `tol`. Returns (u*, residual, iterations)."""
+    flat0, unravel = ravel_pytree(_unit(u0))
+    g0, _ = ravel_pytree(jax.grad(N)(unravel(flat0)))
+    eta = step / jnp.linalg.norm(g0)
+
+    def residual(flat):
+        return kkt_residual(N, unravel(flat))
+
+    def cond(state):
+        flat, res, k = state
+        return (res > tol) & (k < max_iter)
+
+    def body(state):
+        flat, _, k = state
+        g, _ = ravel_pytree(jax.grad(N)(unravel(flat)))
+        new = flat + eta * g
+        new = new / jnp.linalg.norm(new)
+        return new, residual(new), k + 1
+
+    flat, res, k = jax.lax.while_loop(cond, body, (flat0, residual(flat0), 0))
+    return unravel(flat), float(res), int(k)
+
+
+def spherical_flow(N, u0, *, t1=1e4, tol=1e-8, rtol=1e-10):
+    """KKT point of max N on the sphere from the ODE du/dt = (I − ûûᵀ)∇N(û), integrated with
+    `gflow.simulate` as the gradient flow of −N(u/‖u‖), whose gradient is tangent to the sphere
+    (so ‖u‖ = 1 is conserved). Stops where `kkt_residual` ≤ `tol`. Returns (u*, residual, t)."""
+    u0 = _unit(u0)
+
+    def objective(u):
+        flat, unravel = ravel_pytree(u)
+        return -N(unravel(flat / jnp.linalg.norm(flat)))
+
+    traj = simulate(
+        objective,
+        u0,
+        t1,
+        rtol=rtol,
+        event=lambda u: kkt_residual(N, u) <= tol,
+        max_steps=1_000_000,
+        save_params=False,
+    )
+    u = _unit(traj.final_params)
+    return u, float(kkt_residual(N, u)), float(traj.t_final)
+
+
+def escape_time(n_star, order, delta, rho):
+    """Predicted time for ‖w‖ to grow from δ to ρ along a KKT direction with NCF value N* > 0,
+    from ṙ = L·N*·r^{L−1} [R, science_B §C item 3]:
+
+        L = 2:  t = ln(ρ/δ) / (2N*),
+        L > 2:  t = (δ^{2−L} − ρ^{2−L}) / (L(L−2)N*)   → δ^{2−L}·τ*, τ* = 1/(L(L−2)N*).
+    """
+    if not n_star > 0:
+        raise ValueError(f"N* must be positive for the weights to escape, got {n_star}")
+    if not 0 < delta < rho:
+        raise ValueError(f"need 0 < delta < rho, got delta={delta}, rho={rho}")
+    if order == 2:
+        return float(np.log(rho / delta) / (2 * n_star))
+    if order > 2:
+        return float((delta ** (2 - order) - rho ** (2 - order)) / (order * (order - 2) * n_star))
+    raise ValueError(f"the homogeneity order L must be ≥ 2, got {order}")
+
+
+def cosine(u, w):
+    """cos(u, w) of two parameter pytrees as flat vectors."""
+    a, _ = ravel_pytree(u)
+    b, _ = ravel_pytree(w)
+    return float(jnp.dot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
