@@ -1,0 +1,484 @@
+"""Continuous batching: many gradient flows dθ/dt = −∇L(θ) solved by a pool of lanes.
+
+A `jax.vmap` of adaptive solves runs every lane until the slowest one is done (lockstep). Here a
+pool of B lanes steps together in one `lax.while_loop`, each lane with its own time t, step size
+dt, state θ, solver and PID-controller state; when a lane ends (t1 reached, event, max_steps,
+blow-up) its result is written out and the next pending point is loaded into it, as LLM servers
+batch requests. Every lane does useful work on every iteration except in the final drain, and no
+cost estimate is needed.
+
+The per-lane algorithm is the one `diffrax.diffeqsolve` runs inside `gflow.simulate`: the same
+solver `.step`, the same `PIDController` (scale-aware atol, dtmin), the same clipping to t1, the
+same saves on the solver's dense interpolation and the same event location
+(`gflow.flow._BracketBisection`), so a point solved here agrees with `gflow.simulate` to
+round-off. Decisions that only some lanes need (saving, locating an event, loading new points)
+are scalar `lax.cond`/`lax.while_loop`s on "any lane needs it", so they cost nothing on
+iterations where no lane needs them.
+
+When all points share the same `args` (e.g. one dataset, many init scales or seeds), the lanes'
+forward passes become one large matrix product over the shared data: that is where batching
+pays on a CPU.
+"""
+
+from typing import Any, NamedTuple
+
+import diffrax
+import equinox as eqx
+import equinox.internal as eqxi
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+from diffrax._term import WrapTerm  # private, but exactly what diffeqsolve steps with
+
+from . import flow as _flow
+from . import status as _status
+from .trajectory import Trajectory
+
+
+class PoolStats(NamedTuple):
+    """How well the lanes were used while solving one batch of points.
+
+    - `iterations`: loop iterations of the pool (each is one attempted step of every lane).
+    - `lanes`: pool width B.
+    - `lane_steps`: attempted steps that belonged to a point (useful work).
+    - `efficiency`: lockstep efficiency, `lane_steps / (lanes · iterations)` (1 = no lane idle;
+      a plain `jax.vmap` has mean steps / max steps here).
+    """
+
+    iterations: int
+    lanes: int
+    lane_steps: int
+
+    @property
+    def efficiency(self) -> float:
+        return self.lane_steps / max(1, self.lanes * self.iterations)
+
+
+class _Lane(eqx.Module):
+    idx: jax.Array  # index of the point in this lane; -1 when idle
+    args: Any
+    t: jax.Array
+    tnext: jax.Array
+    y: Any
+    solver_state: Any
+    controller_state: Any
+    made_jump: jax.Array
+    atol: jax.Array
+    num_steps: jax.Array
+    num_accepted: jax.Array
+    num_rejected: jax.Array
+    save_index: jax.Array
+    saved: Any
+    event_value: jax.Array
+
+
+class _Out(eqx.Module):
+    saved: Any
+    status_code: jax.Array
+    t_final: jax.Array
+    t_event: jax.Array
+    final_params: Any
+    num_steps: jax.Array
+    num_accepted: jax.Array
+    num_rejected: jax.Array
+
+
+def solve_batch(
+    objective,
+    params0,
+    t1,
+    *,
+    args=None,
+    shared_args=False,
+    num_points=None,
+    t0=0.0,
+    saveat=None,
+    solver="tsit5",
+    rtol=1e-6,
+    atol=None,
+    observables=None,
+    event=None,
+    max_steps=100_000,
+    save_params=False,
+    lanes=16,
+) -> tuple[Trajectory, PoolStats]:
+    """Solve the gradient flow for N points with a continuously refilled pool of `lanes` lanes.
+
+    Same conventions as `gflow.simulate` (objective/observables/event called as `f(params)` or
+    `f(params, args)`, scale-aware atol per point, status codes), except:
+
+    - `params0`: the initial parameters of all points stacked along a leading axis N.
+    - `args`: per-point data stacked along a leading axis N, or (with `shared_args=True`) one
+      pytree shared by every point, which turns the lanes' products with it into one matmul.
+    - `num_points`: solve only the first `num_points` ≤ N points (the rest is padding, so that
+      batches of different sizes reuse one compiled program); the other rows come back NaN.
+    - `lanes`: pool width B; results do not depend on it.
+
+    **Returns:** `(trajectory, stats)`: a `Trajectory` whose leaves have a leading axis N, and a
+    `PoolStats` with the pool's lockstep efficiency.
+    """
+    leaves = jax.tree.leaves(params0)
+    if not leaves:
+        raise ValueError("params0 is an empty pytree: pass at least one float array")
+    n = leaves[0].shape[0] if leaves[0].ndim else 0
+    if n == 0 or any(x.ndim == 0 or x.shape[0] != n for x in leaves):
+        raise ValueError("params0 must be stacked along a leading axis of the same size N ≥ 1")
+    if args is not None and not shared_args:
+        if any(jnp.ndim(x) == 0 or jnp.shape(x)[0] != n for x in jax.tree.leaves(args)):
+            raise ValueError(
+                f"args must be stacked along a leading axis of size N = {n} (one per point); "
+                "pass shared_args=True if every point uses the same args"
+            )
+    num_points = n if num_points is None else num_points
+    if not 0 <= num_points <= n:
+        raise ValueError(f"num_points must lie in [0, {n}], got {num_points}")
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+        raise ValueError(f"lanes must be a positive integer, got {lanes!r}")
+    one_params = jax.tree.map(lambda x: x[0], params0)
+    one_args = args if (args is None or shared_args) else jax.tree.map(lambda x: x[0], args)
+    _flow._check_params(one_params)
+    _flow._check_scalar_fn("objective", objective, one_params, one_args, allow_bool=False)
+    observables = dict(observables or {})
+    for name, fn in observables.items():
+        if not callable(fn):
+            raise ValueError(f"observable {name!r} must be a function of the parameters")
+    event_is_bool = None
+    if event is not None:
+        out = _flow._check_scalar_fn("event", event, one_params, one_args, allow_bool=True)
+        event_is_bool = bool(jnp.issubdtype(out.dtype, jnp.bool_))
+    ts = _flow._check_times(t0, t1, saveat)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if tol is not None and not float(tol) > 0:
+            raise ValueError(f"{name} must be positive, got {tol}")
+    solver = _flow.get_solver(solver)
+    dtype = jnp.result_type(*leaves)
+    t0 = jnp.asarray(t0, dtype)
+    t1 = jnp.asarray(t1, dtype)
+    ts = jnp.stack([t0, t1]) if ts is None else ts.astype(dtype)
+    traj, counts = _pool(
+        objective,
+        params0,
+        args,
+        jnp.asarray(num_points, jnp.int32),
+        t0,
+        t1,
+        ts,
+        jnp.asarray(rtol, dtype),
+        None if atol is None else jnp.asarray(atol, dtype),
+        solver=solver,
+        observables=observables,
+        event=event,
+        event_is_bool=event_is_bool,
+        max_steps=max_steps,
+        save_params=save_params,
+        lanes=min(lanes, n),
+        shared_args=shared_args or args is None,
+    )
+    iterations, lane_steps = (int(c) for c in counts)
+    return traj, PoolStats(iterations, min(lanes, n), lane_steps)
+
+
+def _blown_up(y, threshold):
+    leaves = jax.tree.leaves(y)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+    big = jnp.any(jnp.stack([jnp.max(jnp.abs(x)) > threshold for x in leaves]))
+    return ~finite | big
+
+
+@eqx.filter_jit
+def _pool(
+    objective,
+    params0,
+    args,
+    num_points,
+    t0,
+    t1,
+    ts,
+    rtol,
+    atol,
+    *,
+    solver,
+    observables,
+    event,
+    event_is_bool,
+    max_steps,
+    save_params,
+    lanes,
+    shared_args,
+):
+    dtype = t0.dtype
+    n = jax.tree.leaves(params0)[0].shape[0]
+    num_saves = ts.shape[0]
+    call = _flow._call_args
+    has_args = args is not None
+    # diffeqsolve wraps the term for the direction of time, and so (WrapTerm not being an
+    # ODETerm) its PID controller starts from dt0 = 0.01; wrap it the same way to take the
+    # very same steps as `gflow.simulate`.
+    terms = WrapTerm(
+        diffrax.ODETerm(_flow.vector_field(objective, args if has_args else None)),
+        jnp.asarray(1, jnp.int32),
+    )
+    error_order = solver.error_order(terms)
+    dtmin = _flow._dtmin(t0, t1)
+    threshold = _flow._blowup_threshold(dtype)
+    t1_clip_floor = t1
+    for _ in range(100):  # as diffeqsolve: keep the last step ≥ ~100 ULP for dense output
+        t1_clip_floor = eqxi.prevbefore(t1_clip_floor)
+    tol = float(100 * np.finfo(dtype).eps)
+    root_finder = _flow._BracketBisection(rtol=tol, atol=tol)
+    axis = None if shared_args else 0
+
+    def controller(lane_atol):
+        return diffrax.PIDController(rtol=rtol, atol=lane_atol, dtmin=dtmin, force_dtmin=False)
+
+    def record(y, a):
+        c = call(y, a if has_args else None)
+        return {
+            "loss": objective(*c),
+            "observables": {k: f(*c) for k, f in observables.items()},
+            "params": y if save_params else None,
+        }
+
+    def event_value(y, a):
+        if event is None:
+            return jnp.zeros((), dtype)
+        value = event(*call(y, a if has_args else None))
+        return jnp.where(value, 1.0, -1.0).astype(dtype) if event_is_bool else value.astype(dtype)
+
+    one_y = jax.tree.map(lambda x: x[0], params0)
+    one_a = args if shared_args else jax.tree.map(lambda x: x[0], args)
+    record_struct = jax.eval_shape(record, one_y, one_a)
+
+    def nans(struct, lead):
+        return jax.tree.map(lambda s: jnp.full(lead + s.shape, jnp.nan, s.dtype), struct)
+
+    def load(idx, a):
+        """A fresh lane for point `idx` (diffeqsolve's initialisation)."""
+        y0 = jax.tree.map(lambda x: x[jnp.clip(idx, 0, n - 1)], params0)
+        lane_atol = scale_aware_atol_or(atol, y0)
+        ctrl = controller(lane_atol)
+        tnext, cstate = ctrl.init(terms, t0, t1, y0, None, a, solver.func, error_order)
+        tnext = jnp.minimum(tnext, t1)
+        sstate = solver.init(terms, t0, tnext, y0, a)
+        return _Lane(
+            idx=idx,
+            args=None if shared_args else a,  # shared data is not copied into every lane
+            t=t0,
+            tnext=tnext,
+            y=y0,
+            solver_state=sstate,
+            controller_state=cstate,
+            made_jump=jnp.asarray(False),
+            atol=lane_atol,
+            num_steps=jnp.asarray(0, jnp.int32),
+            num_accepted=jnp.asarray(0, jnp.int32),
+            num_rejected=jnp.asarray(0, jnp.int32),
+            save_index=jnp.asarray(0, jnp.int32),
+            saved=nans(record_struct, (num_saves,)),
+            event_value=event_value(y0, a),
+        )
+
+    def scale_aware_atol_or(fixed, y0):
+        return _flow.scale_aware_atol(y0, rtol) if fixed is None else fixed
+
+    def lane_args(idx):
+        if shared_args:
+            return args
+        return jax.tree.map(lambda x: x[jnp.clip(idx, 0, n - 1)], args)
+
+    def step(lane, a):
+        """One attempted step of one lane, as diffeqsolve's body_fun."""
+        y1, y_error, dense_info, sstate, _ = solver.step(
+            terms, lane.t, lane.tnext, lane.y, a, lane.solver_state, lane.made_jump
+        )
+        y_error = jax.tree.map(lambda x: jnp.where(jnp.isnan(x), jnp.inf, x), y_error)
+        keep, tprev, tnext, made_jump, cstate, cresult = controller(lane.atol).adapt_step_size(
+            lane.t, lane.tnext, lane.y, y1, a, y_error, error_order, lane.controller_state
+        )
+        tprev = jnp.minimum(tprev, t1)
+        tnext = jnp.where(
+            tnext > t1_clip_floor, jnp.where(keep, t1, tprev + 0.5 * (t1 - tprev)), tnext
+        )
+        keep_tree = lambda new, old: jax.tree.map(lambda u, v: jnp.where(keep, u, v), new, old)
+        new = eqx.tree_at(
+            lambda s: (
+                s.t, s.tnext, s.y, s.solver_state, s.controller_state, s.made_jump,
+                s.num_steps, s.num_accepted, s.num_rejected,
+            ),
+            lane,
+            (
+                tprev,
+                tnext,
+                keep_tree(y1, lane.y),
+                keep_tree(sstate, lane.solver_state),
+                cstate,
+                jnp.where(keep, made_jump, lane.made_jump),
+                lane.num_steps + 1,
+                lane.num_accepted + keep,
+                lane.num_rejected + (~keep),
+            ),
+        )
+        interp = (lane.t, lane.tnext, dense_info)
+        return new, interp, keep, cresult == diffrax.RESULTS.successful
+
+    def evaluate(interp, t):
+        lo, hi, dense_info = interp
+        return solver.interpolation_cls(t0=lo, t1=hi, **dense_info).evaluate(t)
+
+    def pending_save(lane, keep, interp):
+        k = jnp.minimum(lane.save_index, num_saves - 1)
+        return keep & (lane.save_index < num_saves) & (ts[k] <= interp[1])
+
+    def save_one(lane, keep, interp, a):
+        k = jnp.minimum(lane.save_index, num_saves - 1)
+        do = pending_save(lane, keep, interp)
+        values = record(evaluate(interp, ts[k]), a)
+        saved = jax.tree.map(
+            lambda buf, v: jnp.where(do, buf.at[k].set(v), buf), lane.saved, values
+        )
+        return eqx.tree_at(lambda s: (s.saved, s.save_index), lane, (saved, lane.save_index + do))
+
+    def locate(interp, fired, a):
+        """Event time by bisection on the dense output, as diffeqsolve's root find."""
+        lo, hi, _ = interp
+
+        def fn(t, _):
+            value = event_value(evaluate(interp, t), a)
+            return jnp.where(fired, value, hi - t), None
+
+        sol = optx.root_find(
+            fn, root_finder, y0=hi, options={"lower": lo, "upper": hi}, has_aux=True, throw=False
+        )
+        return sol.value
+
+    vstep = jax.vmap(step, in_axes=(0, axis))
+    vpending = jax.vmap(pending_save)
+    vsave = jax.vmap(save_one, in_axes=(0, 0, 0, axis))
+    vload = jax.vmap(load, in_axes=(0, axis))
+    vblown = jax.vmap(lambda y: _blown_up(y, threshold))
+    vevent = jax.vmap(event_value, in_axes=(0, axis))
+    vlocate = jax.vmap(locate, in_axes=(0, 0, axis))
+    vevaluate = jax.vmap(evaluate)
+
+    def gather_args(idx):
+        return args if shared_args else jax.vmap(lane_args)(idx)
+
+    first = jnp.arange(lanes, dtype=jnp.int32)
+    first = jnp.where(first < num_points, first, -1)
+    pool0 = vload(first, gather_args(first))
+    out0 = _Out(
+        saved=nans(record_struct, (n, num_saves)),
+        status_code=jnp.full((n,), -1, jnp.int32),
+        t_final=jnp.full((n,), jnp.nan, dtype),
+        t_event=jnp.full((n,), jnp.nan, dtype),
+        final_params=jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), params0),
+        num_steps=jnp.zeros((n,), jnp.int32),
+        num_accepted=jnp.zeros((n,), jnp.int32),
+        num_rejected=jnp.zeros((n,), jnp.int32),
+    )
+    init = (pool0, out0, jnp.minimum(num_points, lanes), jnp.asarray(0), jnp.asarray(0))
+
+    def cond(carry):
+        pool = carry[0]
+        return jnp.any(pool.idx >= 0)
+
+    def body(carry):
+        pool, out, next_idx, iterations, lane_steps = carry
+        active = pool.idx >= 0
+        pool_args = args if shared_args else pool.args
+        pool, interp, keep, ok = vstep(pool, pool_args)
+        keep = keep & active
+
+        pool = jax.lax.while_loop(
+            lambda p: jnp.any(vpending(p, keep, interp)),
+            lambda p: vsave(p, keep, interp, pool_args),
+            pool,
+        )
+
+        blown = keep & vblown(pool.y)
+        if event is None:
+            fired = jnp.zeros_like(keep)
+        else:
+            value = vevent(pool.y, pool_args)
+            fired = keep & ~blown & (jnp.sign(value) != jnp.sign(pool.event_value))
+            pool = eqx.tree_at(lambda s: s.event_value, pool, value)
+        t_event = jax.lax.cond(
+            jnp.any(fired),
+            lambda: vlocate(interp, fired, pool_args),
+            lambda: jnp.full((lanes,), jnp.nan, dtype),
+        )
+        collapsed = active & ~ok
+        reached = active & (pool.t >= t1)
+        out_of_steps = active & (pool.num_steps >= max_steps)
+        done = blown | fired | collapsed | reached | out_of_steps
+        code = jnp.where(
+            blown | collapsed,
+            _status.NONFINITE,
+            jnp.where(fired, _status.EVENT, jnp.where(reached, _status.SUCCESS, _status.MAX_STEPS)),
+        ).astype(jnp.int32)
+
+        def finish(pool, out, next_idx):
+            t_final = jnp.where(fired, t_event, pool.t)
+            y_final = jax.tree.map(
+                lambda e, y: jnp.where(_bcast(fired, y), e, y),
+                jax.lax.cond(
+                    jnp.any(fired), lambda: vevaluate(interp, t_event), lambda: pool.y
+                ),
+                pool.y,
+            )
+            at_t = ts[None, :] <= t_final[:, None]
+            saved = jax.tree.map(
+                lambda s: jnp.where(_bcast(at_t, s), s, jnp.nan), pool.saved
+            )
+            row = jnp.where(done, pool.idx, n)  # n is out of bounds: dropped
+            put = lambda buf, v: buf.at[row].set(v, mode="drop")
+            out = _Out(
+                saved=jax.tree.map(put, out.saved, saved),
+                status_code=put(out.status_code, code),
+                t_final=put(out.t_final, t_final),
+                t_event=put(out.t_event, jnp.where(fired, t_event, jnp.nan)),
+                final_params=jax.tree.map(put, out.final_params, y_final),
+                num_steps=put(out.num_steps, pool.num_steps),
+                num_accepted=put(out.num_accepted, pool.num_accepted),
+                num_rejected=put(out.num_rejected, pool.num_rejected),
+            )
+            rank = jnp.cumsum(done) - 1
+            new_idx = jnp.where(done, next_idx + rank, pool.idx)
+            new_idx = jnp.where(done & (new_idx >= num_points), -1, new_idx).astype(jnp.int32)
+            fresh = vload(new_idx, gather_args(new_idx))
+            pool = jax.tree.map(lambda f, p: jnp.where(_bcast(done, p), f, p), fresh, pool)
+            return pool, out, next_idx + jnp.sum(done, dtype=jnp.int32)
+
+        pool, out, next_idx = jax.lax.cond(
+            jnp.any(done), finish, lambda p, o, i: (p, o, i), pool, out, next_idx
+        )
+        return pool, out, next_idx, iterations + 1, lane_steps + jnp.sum(active)
+
+    _, out, _, iterations, lane_steps = jax.lax.while_loop(cond, body, init)
+
+    per_step, at_start = _flow.grad_evals_per_step(solver)
+    solved = jnp.arange(n) < num_points
+    at_t = ts[None, :] <= out.t_final[:, None]
+    traj = Trajectory(
+        ts=jnp.where(at_t, ts[None, :], jnp.nan),
+        params=out.saved["params"],
+        loss=out.saved["loss"],
+        observables=out.saved["observables"],
+        status_code=out.status_code,
+        t_final=out.t_final,
+        t_event=out.t_event,
+        final_params=out.final_params,
+        num_steps=out.num_steps,
+        num_accepted_steps=out.num_accepted,
+        num_rejected_steps=out.num_rejected,
+        num_grad_evals=jnp.where(solved, out.num_steps * per_step + at_start, 0),
+    )
+    return traj, (iterations, lane_steps)
+
+
+def _bcast(mask, x):
+    """`mask` of shape (B,) or (B, T) broadcast against `x` of shape (B, …)."""
+    return mask.reshape(mask.shape + (1,) * (jnp.ndim(x) - mask.ndim))
