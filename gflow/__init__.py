@@ -6,6 +6,7 @@ import) and sets the matmul precision to "highest".
 
 from . import _config  # noqa: F401  (float64 and matmul precision, before any array is made)
 from . import baselines, data, events, losses, models, observables, status
+from . import sweep
 from .flow import simulate, vector_field
 from .losses import objective
 from .trajectory import Trajectory
@@ -21,6 +22,7 @@ __all__ = [
     "observables",
     "simulate",
     "status",
+    "sweep",
     "vector_field",
 ]
 __version__ = "0.1.0"

@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-_STUDIES = ("gflow.studies.single_run",)
+_STUDIES = ("gflow.studies.single_run", "gflow.studies.sweep_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
