@@ -5,6 +5,10 @@ sign) or a bool (the flow stops where it first becomes true); gflow locates the 
 solver's dense output. These factories build the common ones.
 """
 
+import jax.numpy as jnp
+
+from .observables import aligned
+
 
 def loss_below(objective, threshold):
     """Stop when L(θ) falls to `threshold`: the float event L(θ) − threshold."""
@@ -21,3 +25,15 @@ def escape(objective, params0, fraction=0.5):
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
     return loss_below(objective, fraction * float(objective(params0)))
+
+
+def alignment_event(X, y, delta=1e-2):
+    """Stop at t_align(δ) of Min, Mallada & Vidal (2024): the first time every neuron is dead or
+    aligned in its own cone (`gflow.observables.aligned`). A bool event."""
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must lie in (0, 1), got {delta}: it is a tolerance on a cosine")
+
+    def event(params):
+        return jnp.all(aligned(params, X, y, delta))
+
+    return event
