@@ -250,19 +250,12 @@ def _param_norm(params, args):
     return param_norm(params)
 
 
-def _stable_rank(params, args):
-    from .observables import weight_stable_rank
-
-    return weight_stable_rank(params)
-
-
 def two_layer_separated(point: dict) -> Problem:
     """Two-layer network f(x) = Σ_j v_j σ(w_jᵀx) (Min, Mallada & Vidal 2024, eq. 1) on
     μ-separated equiangular data (`gflow.data.separated`), balanced init at scale ε.
 
     Settings: `n`, `d` (default n + 1), `width`, `mu`, `init_scale`, `seed` (data and init),
-    `loss` ("exponential"), `activation` ("relu"), `reduction` ("sum"). Observables: ‖θ‖ and
-    the stable rank of W.
+    `loss` ("exponential"), `activation` ("relu"), `reduction` ("sum"). Observable: ‖θ‖.
     """
     import jax
 
@@ -284,7 +277,7 @@ def two_layer_separated(point: dict) -> Problem:
         objective=objective,
         params0=params0,
         args={"X": np.asarray(X), "y": np.asarray(y)},
-        observables={"param_norm": _param_norm, "stable_rank": _stable_rank},
+        observables={"param_norm": _param_norm},
     )
 
 
