@@ -297,7 +297,7 @@ def _structure(problem: Problem):
 
     def shapes(tree):
         leaves, treedef = jax.tree.flatten(tree)
-        return treedef, tuple((np.shape(x), np.result_type(x).str) for x in leaves)
+        return treedef, tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves)
 
     return (
         problem.objective,
