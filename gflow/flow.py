@@ -214,6 +214,7 @@ def simulate(
     progress: bool = False,
     save_params: bool = True,
     args=None,
+    switching=None,
 ) -> Trajectory:
     """Integrate the gradient flow dθ/dt = −∇L(θ) from θ(t0) = params0 to t1.
 
@@ -239,6 +240,12 @@ def simulate(
     - `save_params`: store θ at `saveat` (set False to keep memory O(observables)).
     - `args`: optional pytree passed to objective, observables and event; `jax.vmap` over it
       runs one dataset per lane.
+    - `switching`: how to treat kinks of ∇L (see `gflow.switching`). None (default) uses the
+      objective's own `switching` attribute if it has one: `gflow.objective` built from
+      `gflow.models.two_layer` with a piecewise-linear activation carries one, so ReLU flows
+      are integrated piece by piece (crossings located, sliding by Filippov's rule) and stay
+      cheap at tight tolerances. False forces the plain solve; a `gflow.switching.Switching`
+      gives the surfaces of any other objective. Crossing and sliding counts go to `stats`.
 
     **Returns:** a `gflow.Trajectory`. The solve itself never raises: a blow-up gives status
     "nonfinite", too few steps "max_steps". Bad input raises `ValueError` before solving.
@@ -260,11 +267,32 @@ def simulate(
         if tol is not None and _concrete(tol) and not float(tol) > 0:
             raise ValueError(f"{name} must be positive, got {tol}")
     solver = get_solver(solver)
+    switching = _resolve_switching(switching, objective, params0, args)
 
     dtype = jnp.result_type(*jax.tree.leaves(params0))
     t0 = jnp.asarray(t0, dtype)
     t1 = jnp.asarray(t1, dtype)
     ts = jnp.stack([t0, t1]) if ts is None else ts.astype(dtype)
+    if switching is not None:
+        from .switching import integrate
+
+        return integrate(
+            objective,
+            switching,
+            params0,
+            args,
+            t0,
+            t1,
+            ts,
+            jnp.asarray(rtol, dtype),
+            None if atol is None else jnp.asarray(atol, dtype),
+            solver=solver,
+            observables=observables,
+            event=event,
+            event_is_bool=event_is_bool,
+            max_steps=max_steps,
+            save_params=save_params,
+        )
     return _solve(
         objective,
         params0,
@@ -282,6 +310,29 @@ def simulate(
         progress=progress,
         save_params=save_params,
     )
+
+
+def _resolve_switching(switching, objective, params0, args):
+    # the Switching to integrate with, or None for the plain solve
+    from .switching import Switching
+
+    if switching is None:
+        switching = getattr(objective, "switching", None)
+    if switching is None or switching is False:
+        return None
+    if not isinstance(switching, Switching):
+        raise ValueError(
+            f"switching must be None, False or a gflow.switching.Switching, got {switching!r}"
+        )
+    try:
+        s = jax.eval_shape(switching.surfaces, *_call_args(params0, args))
+        pattern = jnp.zeros(s.shape, jnp.result_type(*jax.tree.leaves(params0)))
+        out = jax.eval_shape(switching.objective, params0, pattern, *_call_args(params0, args)[1:])
+    except Exception as e:  # noqa: BLE001 - re-raised with context
+        raise ValueError(f"switching could not be evaluated on params0: {e}") from e
+    if out.shape != ():
+        raise ValueError(f"switching.objective must return a scalar, got shape {out.shape}")
+    return switching
 
 
 def scale_aware_atol(params0, rtol):

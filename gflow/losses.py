@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import switching
+
 
 def exponential(f, y):
     """ℓ = exp(−y f)."""
@@ -67,4 +69,6 @@ def objective(apply_fn, loss, X, y, reduction="mean"):
     def L(params):
         return reduce(ell(apply_fn(params, X), y))
 
+    # a ReLU-type two-layer net tells `gflow.simulate` where its gradient jumps
+    L.switching = switching.for_objective(apply_fn, ell, X, y, reduce)
     return L

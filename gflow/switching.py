@@ -1,0 +1,504 @@
+"""Gradient flows across switching surfaces: event-driven Filippov integration.
+
+A network with a piecewise-linear activation (ReLU, leaky ReLU) has a loss L(θ) that is
+continuous but whose gradient jumps where a *switching function* s_k(θ) changes sign; for a
+two-layer net these are the pre-activations s_ij = w_jᵀx_i. The gradient flow is then a
+piecewise-smooth (Filippov) system. An adaptive solver that ignores this sees an error it cannot
+reduce at each crossing, and where the trajectory *slides* along a surface (both one-sided fields
+point into it) it chatters across it with steps of size ~rtol for as long as the sliding lasts.
+
+This module integrates such flows piece by piece. A `Switching` describes the surfaces and the
+*frozen-pattern* objective L(θ, p): the loss with the linear piece of every kink fixed by a
+pattern p ∈ [0, 1]^K (p_k = 1 the side s_k > 0, p_k = 0 the side s_k < 0; fractional values are
+the convex combinations Filippov's construction needs). With p fixed the field is smooth, so:
+
+1. **Crossings.** Each Runge–Kutta step uses the frozen pattern of its start. At the end of an
+   accepted step the sign of every s_k is checked against p; on a mismatch the first crossing
+   time τ is located on the step's dense output and the step is cut there. The step size chosen
+   from the smooth piece is kept (the controller is not punished for the kink).
+2. **Sliding.** At a crossing of surface k, with one-sided normal velocities
+   a = ∇s_k·F(p_k=0) and b = ∇s_k·F(p_k=1): a, b > 0 crosses up, a, b < 0 crosses down, and
+   a > 0 > b starts sliding. On the sliding set S the Filippov field is
+   F = F(p) + Σ_{k∈S} α_k Δ_k with Δ_k the jump across surface k and α chosen so that F is
+   tangent to every surface in S. For a gradient flow of a *continuous* L the jump of ∇L across
+   a surface is normal to it (the tangential derivatives agree), Δ_k = β_k ∇s_k, so the sliding
+   field is the orthogonal projection of any one-sided field onto the tangent space:
+
+       F_S = Π F,   Π u = u − Nᵀ (N Nᵀ)⁺ N u,   N = [∇s_k]_{k∈S},
+
+   and the convex weights are α = −λ/β with λ = (NNᵀ)⁺N F(p_S=0), β = (NNᵀ)⁺N(F(p_S=1) − F(p_S=0)).
+   Sliding on k ends (Filippov exit) where α_k reaches 0 (the trajectory leaves to s_k < 0) or
+   1 (to s_k > 0); that time is located like a crossing. For switching functions linear in θ
+   (first-layer pre-activations) Runge–Kutta steps of the projected field keep s_S constant to
+   round-off; the state is projected onto the surfaces at the start of every step as well.
+
+`integrate` is pure JAX (one `lax.while_loop`), returns status codes, and is `jax.vmap`-able.
+"""
+
+import functools
+from collections.abc import Callable
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from . import models
+from . import status as _status
+from .flow import (
+    _blowup_threshold,
+    _call_args,
+    _dtmin,
+    grad_evals_per_step,
+    scale_aware_atol,
+)
+from .trajectory import Trajectory
+
+
+class Switching(eqx.Module):
+    """The switching structure of a piecewise-smooth objective, for `gflow.simulate(switching=)`.
+
+    **Attributes:**
+
+    - `surfaces`: s(θ) (or s(θ, args)), an array of K switching functions; ∇L is smooth where no
+      s_k changes sign.
+    - `objective`: L(θ, p) (or L(θ, p, args)), the objective with the piece of every kink frozen
+      by p, a float array shaped like s(θ): p_k = 1 selects the branch valid for s_k > 0 and
+      p_k = 0 the one for s_k < 0, extended smoothly across s_k = 0. It must be affine in p_k on
+      the surface s_k = 0 and equal L(θ) at p = [s(θ) > 0], which holds for networks whose
+      activation is piecewise linear.
+    - `max_sliding`: how many surfaces may slide at once (a static buffer size). When it is
+      full, further sliding surfaces are crossed instead (counted in stats["sliding_overflow"]).
+    """
+
+    surfaces: Callable = eqx.field(static=True)
+    objective: Callable = eqx.field(static=True)
+    max_sliding: int = eqx.field(static=True, default=32)
+
+
+def activation_slopes(activation) -> tuple[float, float]:
+    """(σ'(z > 0), σ'(z < 0)) of a piecewise-linear activation with its kink at 0."""
+    sigma = models.get_activation(activation)
+    up = float(jax.grad(sigma)(1.0))
+    down = float(jax.grad(sigma)(-1.0))
+    return up, down
+
+
+def _two_layer_activation(apply_fn):
+    """The activation name if `apply_fn` is `models.two_layer` (or a partial of it fixing only
+    the activation) with a piecewise-linear activation, else None."""
+    if apply_fn is models.two_layer:
+        return "relu"
+    if isinstance(apply_fn, functools.partial) and apply_fn.func is models.two_layer:
+        if apply_fn.args or set(apply_fn.keywords) - {"activation"}:
+            return None
+        activation = apply_fn.keywords.get("activation", "relu")
+        if isinstance(activation, str) and activation in models.PIECEWISE_LINEAR:
+            return activation
+    return None
+
+
+def for_objective(apply_fn, loss, X, y, reduce) -> Switching | None:
+    """The `Switching` of L(θ) = reduce_i ℓ(f(θ, x_i), y_i) when f is `models.two_layer` with a
+    piecewise-linear activation: surfaces s = X Wᵀ (shape (n, h)) and the frozen-pattern net
+    f_p = (X Wᵀ ⊙ σ'(p)) v with σ'(p) = σ'₋ + p (σ'₊ − σ'₋). None for any other model."""
+    activation = _two_layer_activation(apply_fn)
+    if activation is None:
+        return None
+    up, down = activation_slopes(activation)
+
+    def surfaces(params):
+        return X @ params["W"].T
+
+    def objective(params, pattern):
+        slope = down + pattern * (up - down)
+        return reduce(loss((surfaces(params) * slope) @ params["v"], y))
+
+    return Switching(surfaces=surfaces, objective=objective)
+
+
+class _Geometry(eqx.Module):
+    """Normals N (M, D) of the sliding surfaces (zero rows for empty slots) and (NNᵀ)⁺."""
+
+    normals: jax.Array
+    gram_pinv: jax.Array
+
+    def project(self, u):
+        return u - self.normals.T @ (self.gram_pinv @ (self.normals @ u))
+
+    def coordinates(self, u):
+        return self.gram_pinv @ (self.normals @ u)
+
+
+class _State(eqx.Module):
+    t: jax.Array
+    y: jax.Array
+    t_next: jax.Array
+    controller_state: tuple
+    solver_state: object
+    made_jump: jax.Array
+    pattern: jax.Array  # bool (K,): the side of every non-sliding surface
+    sliding: jax.Array  # int (M,): indices of sliding surfaces, −1 for empty slots
+    pending_kind: jax.Array  # the event a re-taken step ends on: 0 none, _CROSS, _EXIT, _USER
+    pending_k: jax.Array  # its surface (crossing) or sliding slot (exit)
+    pending_t: jax.Array
+    pending_dt: jax.Array  # the step size proposed before the cut
+    save_index: jax.Array
+    saved: dict
+    counts: dict
+    code: jax.Array
+    done: jax.Array
+
+
+_CROSS, _EXIT, _USER = 1, 2, 3
+
+_COUNTS = (
+    "num_steps",
+    "num_accepted_steps",
+    "num_rejected_steps",
+    "num_crossings",
+    "num_sliding_starts",
+    "num_sliding_exits",
+    "max_sliding",
+    "sliding_overflow",
+    "extra_grad_evals",
+)
+
+
+def _root(fn, a, b, tol, max_iter=200):
+    """The first point b' of [a, b] with fn(b') ≤ 0 up to |b' − a'| ≤ tol, where fn(b) < 0:
+    the Illinois variant of regula falsi (superlinear on smooth fn, bisection-safe otherwise).
+    Returns a itself when fn(a) ≤ 0 already. Also returns the number of evaluations."""
+    fa, fb = fn(a), fn(b)
+
+    def cond(c):
+        a, fa, b, fb, side, it = c
+        return (b - a > tol) & (it < max_iter) & (fa > 0)
+
+    def body(c):
+        a, fa, b, fb, side, it = c
+        m = jnp.clip((a * fb - b * fa) / (fb - fa), a + 0.05 * (b - a), b - 0.05 * (b - a))
+        fm = fn(m)
+        left = fm > 0
+        # Illinois: halve the value kept twice in a row so that the bracket shrinks on both sides
+        fb = jnp.where(left & (side == 1), 0.5 * fb, fb)
+        fa = jnp.where(~left & (side == -1), 0.5 * fa, fa)
+        a, fa = jnp.where(left, m, a), jnp.where(left, fm, fa)
+        b, fb = jnp.where(left, b, m), jnp.where(left, fb, fm)
+        return a, fa, b, fb, jnp.where(left, 1, -1), it + 1
+
+    a, fa, b, fb, _, it = jax.lax.while_loop(cond, body, (a, fa, b, fb, jnp.asarray(0), jnp.asarray(0)))
+    return jnp.where(fa > 0, b, a), it + 2
+
+
+@eqx.filter_jit
+def integrate(
+    objective,
+    switching,
+    params0,
+    args,
+    t0,
+    t1,
+    ts,
+    rtol,
+    atol,
+    *,
+    solver,
+    observables,
+    event,
+    event_is_bool,
+    max_steps,
+    save_params,
+):
+    """Solve dθ/dt = −∇L(θ) across the switching surfaces of `switching` (see module docstring).
+
+    Arguments as `gflow.flow._solve`; returns a `gflow.Trajectory` whose `stats` hold
+    num_crossings, num_sliding_starts (sliding intervals begun), num_sliding_exits,
+    max_sliding (most surfaces sliding at once), sliding_overflow and extra_grad_evals (∇L
+    evaluations for event decisions and exit checks, included in `num_grad_evals`).
+    """
+    dtype = t0.dtype
+    y0, unravel = ravel_pytree(params0)
+    if atol is None:
+        atol = scale_aware_atol(params0, rtol)
+    M = switching.max_sliding
+    time_tol = 64 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(t0), jnp.abs(t1))
+
+    def call(fn, y, *extra):
+        return fn(unravel(y), *extra, *(() if args is None else (args,)))
+
+    def surfaces(y):
+        return jnp.ravel(call(switching.surfaces, y))
+
+    K = jax.eval_shape(surfaces, y0).shape[0]
+
+    def frozen_field(y, p):
+        g = jax.grad(lambda z: call(switching.objective, z, p.reshape(s_shape)))(y)
+        return -g
+
+    s_shape = jax.eval_shape(lambda y: call(switching.surfaces, y), y0).shape
+
+    def geometry(y, sliding):
+        valid = sliding >= 0
+        cot = jax.nn.one_hot(jnp.where(valid, sliding, 0), K, dtype=dtype) * valid[:, None]
+        _, vjp = jax.vjp(surfaces, y)
+        normals = jax.vmap(lambda c: vjp(c)[0])(cot)
+        return _Geometry(normals, jnp.linalg.pinv(normals @ normals.T, hermitian=True))
+
+    def relaxed(pattern, sliding, value):
+        # the pattern as floats with every sliding surface's p set to `value`
+        p = pattern.astype(dtype)
+        return p.at[jnp.where(sliding >= 0, sliding, K)].set(value, mode="drop")
+
+    def piece_field(t, y, piece):
+        p, geo = piece
+        return geo.project(frozen_field(y, p))
+
+    term = diffrax.ODETerm(piece_field)
+    controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    error_order = solver.error_order(term)
+    dtmin = _dtmin(t0, t1)
+    threshold = _blowup_threshold(dtype)
+
+    def alphas(y, pattern, sliding, geo):
+        # Filippov weights α_k of the sliding surfaces (1 for empty slots: never an exit)
+        f0 = frozen_field(y, relaxed(pattern, sliding, 0.0))
+        f1 = frozen_field(y, relaxed(pattern, sliding, 1.0))
+        lam = geo.coordinates(f0)
+        beta = geo.coordinates(f1 - f0)
+        alpha = -lam / jnp.where(beta == 0, 1.0, beta)
+        return jnp.where(sliding >= 0, alpha, 0.5)
+
+    def exit_margin(alpha):
+        return jnp.minimum(alpha, 1.0 - alpha)
+
+    def signed(pattern, s):
+        return jnp.where(pattern, s, -s)
+
+    def user_value(y):
+        value = call(event, y)
+        if event_is_bool:
+            return jnp.where(value, -1.0, 1.0).astype(dtype)
+        return jnp.asarray(value, dtype)
+
+    def record(y):
+        call_args = _call_args(unravel(y), args)
+        return {
+            "loss": objective(*call_args),
+            "observables": {k: f(*call_args) for k, f in observables.items()},
+            "params": unravel(y) if save_params else None,
+        }
+
+    T = ts.shape[0]
+    rec_shape = jax.eval_shape(record, y0)
+    saved0 = jax.tree.map(
+        lambda s: jnp.full((T,) + s.shape, jnp.nan if jnp.issubdtype(s.dtype, jnp.inexact) else 0, s.dtype),
+        rec_shape,
+    )
+
+    pattern0 = surfaces(y0) > 0
+    sliding0 = -jnp.ones(M, dtype=jnp.int32)
+    geo0 = geometry(y0, sliding0)
+    piece0 = (relaxed(pattern0, sliding0, 0.5), geo0)
+    t_next0, cstate0 = controller.init(term, t0, t1, y0, None, piece0, solver.func, error_order)
+    zero = jnp.asarray(0, jnp.int32)
+    state0 = _State(
+        t=t0,
+        y=y0,
+        t_next=jnp.minimum(t_next0, t1),
+        controller_state=cstate0,
+        solver_state=solver.init(term, t0, t1, y0, piece0),
+        made_jump=jnp.asarray(False),
+        pattern=pattern0,
+        sliding=sliding0,
+        pending_kind=zero,
+        pending_k=zero,
+        pending_t=jnp.asarray(jnp.inf, dtype),
+        pending_dt=jnp.zeros((), dtype),
+        save_index=zero,
+        saved=saved0,
+        counts={k: zero for k in _COUNTS},
+        code=jnp.asarray(_status.SUCCESS, jnp.int32),
+        done=jnp.asarray(False),
+    )
+
+    def step(state: _State) -> _State:
+        counts = dict(state.counts)
+        ta = state.t
+        tb = jnp.minimum(state.t_next, t1)
+        pattern, sliding = state.pattern, state.sliding
+        any_sliding = jnp.any(sliding >= 0)
+        geo = geometry(state.y, sliding)
+        # keep the state on its sliding surfaces (Newton projection; exact for linear s)
+        s_slide = jnp.where(sliding >= 0, surfaces(state.y)[jnp.maximum(sliding, 0)], 0.0)
+        ya = state.y - geo.normals.T @ (geo.gram_pinv @ s_slide)
+        piece = (relaxed(pattern, sliding, 0.5), geo)
+        yb, y_err, dense, solver_state, _ = solver.step(
+            term, ta, tb, ya, piece, state.solver_state, state.made_jump
+        )
+        keep, next_a, next_b, _, cstate, _ = controller.adapt_step_size(
+            ta, tb, ya, yb, piece, y_err, error_order, state.controller_state
+        )
+        dt_next = next_b - next_a
+        interp = solver.interpolation_cls(t0=ta, t1=tb, **dense)
+        counts["num_steps"] += 1
+
+        # --- a step re-taken to a located event ends exactly on it
+        at_pending = keep & (state.pending_kind > 0) & (tb == state.pending_t)
+        alpha_b = jax.lax.cond(
+            keep & any_sliding,
+            lambda: alphas(yb, pattern, sliding, geo),
+            lambda: jnp.full(M, 0.5, dtype),
+        )
+        counts["extra_grad_evals"] += 2 * (keep & any_sliding).astype(jnp.int32)
+
+        # --- otherwise look for the first event inside the step: crossing, sliding exit, user's
+        search = keep & ~at_pending
+        nonsliding = jnp.ones(K, bool).at[jnp.where(sliding >= 0, sliding, K)].set(False, mode="drop")
+        viol_cross = search & nonsliding & (signed(pattern, surfaces(yb)) < 0)
+        viol_exit = search & (sliding >= 0) & (exit_margin(alpha_b) < 0)
+
+        def crossing_fn(t):
+            c = signed(pattern, surfaces(interp.evaluate(t)))
+            return jnp.min(jnp.where(viol_cross, c, jnp.inf))
+
+        def exit_fn(t):
+            m = exit_margin(alphas(interp.evaluate(t), pattern, sliding, geo))
+            return jnp.min(jnp.where(viol_exit, m, jnp.inf))
+
+        def locate(active, fn):
+            t_root, evals = jax.lax.cond(
+                active, lambda: _root(fn, ta, tb, time_tol), lambda: (tb, jnp.asarray(0))
+            )
+            return jnp.where(active, t_root, jnp.inf), evals
+
+        tau_cross, _ = locate(jnp.any(viol_cross), crossing_fn)
+        tau_exit, evals = locate(jnp.any(viol_exit), exit_fn)
+        counts["extra_grad_evals"] += 2 * evals
+        tau_user = jnp.asarray(jnp.inf, dtype)
+        if event is not None:
+            ua, ub = user_value(ya), user_value(yb)
+            fires = search & ((ub <= 0) if event_is_bool else ((ua > 0) != (ub > 0)))
+            sign = 1.0 if event_is_bool else jnp.where(ua > 0, 1.0, -1.0)
+            tau_user, _ = locate(fires, lambda t: sign * user_value(interp.evaluate(t)))
+        tau = jnp.minimum(jnp.minimum(tau_cross, tau_exit), tau_user)
+        found_kind = jnp.where(
+            jnp.isinf(tau),
+            0,
+            jnp.where(tau_user <= tau, _USER, jnp.where(tau_exit <= tau, _EXIT, _CROSS)),
+        )
+        k_found = jnp.where(
+            found_kind == _CROSS,
+            jnp.argmin(jnp.where(viol_cross, signed(pattern, surfaces(interp.evaluate(tau_cross))), jnp.inf)),
+            jnp.argmin(jnp.where(viol_exit, exit_margin(alpha_b), jnp.inf)),
+        )
+        # an event at the step's start is handled at once; a later one by re-taking the step to it
+        # (the dense output's error is not controlled, the step's is)
+        immediate = (found_kind > 0) & (tau <= ta + time_tol)
+        retake = (found_kind > 0) & ~immediate
+
+        # --- handle the event: which side of the surface, or onto it
+        handle = at_pending | immediate
+        kind = jnp.where(at_pending, state.pending_kind, jnp.where(immediate, found_kind, 0))
+        k = jnp.where(at_pending, state.pending_k, k_found)
+        y_ev = jnp.where(at_pending, yb, ya)
+        is_cross, is_exit, is_user = kind == _CROSS, kind == _EXIT, kind == _USER
+
+        def one_sided():
+            # normal velocities a (p_k = 0) and b (p_k = 1) of surface k on the sliding set
+            n_k = jax.vjp(surfaces, y_ev)[1](jax.nn.one_hot(k, K, dtype=dtype))[0]
+            p = relaxed(pattern, sliding, 0.5)
+            fa = geo.project(frozen_field(y_ev, p.at[k].set(0.0)))
+            fb = geo.project(frozen_field(y_ev, p.at[k].set(1.0)))
+            return n_k @ fa, n_k @ fb
+
+        one = jnp.ones((), dtype)
+        a, b = jax.lax.cond(is_cross, one_sided, lambda: (one, one))
+        counts["extra_grad_evals"] += 2 * is_cross.astype(jnp.int32)
+        attractive = (a > 0) & (b < 0)
+        has_room = jnp.any(sliding < 0)
+        slide = is_cross & attractive & has_room
+        up = jnp.where((a > 0) & (b > 0), True, jnp.where((a < 0) & (b < 0), False, ~pattern[k]))
+        new_pattern = jnp.where(is_cross & ~slide, pattern.at[k].set(up), pattern)
+        new_sliding = jnp.where(slide, sliding.at[jnp.argmax(sliding < 0)].set(k.astype(jnp.int32)), sliding)
+        # an exit leaves to the side whose weight α_k reached 1 (s_k > 0) or 0 (s_k < 0)
+        new_pattern = jnp.where(is_exit, new_pattern.at[sliding[k]].set(alpha_b[k] >= 0.5), new_pattern)
+        new_sliding = jnp.where(is_exit, new_sliding.at[k].set(-1), new_sliding)
+        counts["num_crossings"] += (is_cross & ~slide).astype(jnp.int32)
+        counts["num_sliding_starts"] += slide.astype(jnp.int32)
+        counts["num_sliding_exits"] += is_exit.astype(jnp.int32)
+        counts["sliding_overflow"] += (is_cross & attractive & ~has_room).astype(jnp.int32)
+        counts["max_sliding"] = jnp.maximum(counts["max_sliding"], jnp.sum(new_sliding >= 0))
+
+        # --- the step's outcome; a step cut at an event counts as rejected and is re-taken
+        advance = keep & ~retake & ~immediate
+        counts["num_accepted_steps"] += advance.astype(jnp.int32)
+        counts["num_rejected_steps"] += (~advance).astype(jnp.int32)
+        t_new = jnp.where(advance, tb, ta)
+        y_new = jnp.where(advance, yb, ya)
+
+        def save_cond(c):
+            i, _ = c
+            return advance & (i < T) & (ts[jnp.minimum(i, T - 1)] <= tb)
+
+        def save_body(c):
+            i, saved = c
+            rec = record(interp.evaluate(ts[i]))
+            return i + 1, jax.tree.map(lambda buf, r: buf.at[i].set(r), saved, rec)
+
+        save_index, saved = jax.lax.while_loop(save_cond, save_body, (state.save_index, state.saved))
+
+        # the kink is no error of the smooth piece: the step proposed before the cut is kept
+        dt_next = jnp.where(at_pending, jnp.maximum(dt_next, state.pending_dt), dt_next)
+        blew_up = advance & (~jnp.all(jnp.isfinite(yb)) | (jnp.max(jnp.abs(yb)) > threshold))
+        collapsed = ~handle & ~retake & (dt_next < dtmin)
+        reached_end = advance & (tb >= t1) & ~is_user
+        out_of_steps = counts["num_steps"] >= max_steps
+        code = jnp.where(reached_end, _status.SUCCESS, _status.MAX_STEPS)
+        code = jnp.where(is_user, _status.EVENT, code)
+        code = jnp.where(blew_up | collapsed, _status.NONFINITE, code)
+        # a rejected step keeps the first-same-as-last evaluation of the step's start
+        solver_state = jax.tree.map(
+            lambda new, old: jnp.where(advance, new, old), solver_state, state.solver_state
+        )
+        return _State(
+            t=t_new,
+            y=y_new,
+            t_next=jnp.where(retake, tau, jnp.minimum(t_new + dt_next, t1)),
+            controller_state=cstate,
+            solver_state=solver_state,
+            made_jump=(handle & ~is_user) | (~advance & state.made_jump),
+            pattern=new_pattern,
+            sliding=new_sliding,
+            pending_kind=jnp.where(retake, found_kind, 0).astype(jnp.int32),
+            pending_k=jnp.where(retake, k_found, 0).astype(jnp.int32),
+            pending_t=jnp.where(retake, tau, jnp.inf),
+            pending_dt=jnp.where(retake, dt_next, 0.0),
+            save_index=save_index,
+            saved=saved,
+            counts={k: v.astype(jnp.int32) for k, v in counts.items()},
+            code=code.astype(jnp.int32),
+            done=reached_end | is_user | blew_up | collapsed | out_of_steps,
+        )
+
+    final = jax.lax.while_loop(lambda s: ~s.done, step, state0)
+    reached = jnp.arange(T) < final.save_index
+    counts = final.counts
+    per_step, at_start = grad_evals_per_step(solver)
+    fired = final.code == _status.EVENT
+    return Trajectory(
+        ts=jnp.where(reached, ts, jnp.nan),
+        params=final.saved["params"],
+        loss=final.saved["loss"],
+        observables=final.saved["observables"],
+        status_code=final.code,
+        t_final=final.t,
+        t_event=jnp.where(fired, final.t, jnp.nan),
+        final_params=unravel(final.y),
+        num_steps=counts["num_steps"],
+        num_accepted_steps=counts["num_accepted_steps"],
+        num_rejected_steps=counts["num_rejected_steps"],
+        num_grad_evals=counts["num_steps"] * per_step + at_start + counts["extra_grad_evals"],
+        stats={k: counts[k] for k in _COUNTS[3:]} | {"sliding_final": jnp.sum(final.sliding >= 0)},
+    )
