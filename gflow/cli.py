@@ -5,7 +5,9 @@ import argparse
 import importlib
 import sys
 
-_STUDIES = ("gflow.studies.single_run", "gflow.studies.sweep_cmd")
+_STUDIES = ("gflow.studies.single_run", "gflow.studies.sweep_cmd", "gflow.studies.alignment",
+            "gflow.studies.boursier", "gflow.studies.kumar_haupt",
+            "gflow.studies.condensation")
 
 
 def build_parser() -> argparse.ArgumentParser:

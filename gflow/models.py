@@ -81,15 +81,6 @@ def two_layer(params, X, activation="relu"):
     return sigma(X @ params["W"].T) @ params["v"]
 
 
-def with_hidden_bias(X):
-    """Inputs x̃ = (x, 1), shape (n, d+1): a bias b_j enters as the last coordinate of w_j
-    (Boursier & Flammarion 2024, §2, whose code calls it a hidden bias)."""
-    X = jnp.asarray(X)
-    if X.ndim == 1:
-        X = X[:, None]
-    return jnp.concatenate([X, jnp.ones((X.shape[0], 1), X.dtype)], axis=1)
-
-
 INITS = ("balanced", "unbalanced", "dominated")
 
 
