@@ -70,12 +70,15 @@ def cones(W, X, y):
         S_−    = {w : ⟨w, x_i⟩ > 0 ∀ i ∈ I_−,  ⟨w, x_i⟩ ≤ 0 ∀ i ∈ I_+},
         S_dead = {w : ⟨w, x_i⟩ ≤ 0 ∀ i}.
 
-    Returns three bool arrays of shape (h,): (in S_+, in S_−, in S_dead).
+    Returns three bool arrays of shape (h,): (in S_+, in S_−, in S_dead). Rows of X with
+    label y_i = 0 are ignored (the padding of `gflow.studies.alignment`; a zero row is never
+    active).
     """
     active = jnp.asarray(W) @ jnp.asarray(X).T > 0  # (h, n); σ'(0) = 0, so 0 is inactive
-    pos = jnp.asarray(y) > 0
-    in_plus = jnp.all(jnp.where(pos, active, ~active), axis=1)
-    in_minus = jnp.all(jnp.where(pos, ~active, active), axis=1)
+    y = jnp.asarray(y)
+    pos, neg = y > 0, y < 0  # a label 0 (padding) constrains neither cone
+    in_plus = jnp.all(jnp.where(pos, active, True) & jnp.where(neg, ~active, True), axis=1)
+    in_minus = jnp.all(jnp.where(neg, active, True) & jnp.where(pos, ~active, True), axis=1)
     return in_plus, in_minus, ~jnp.any(active, axis=1)
 
 
