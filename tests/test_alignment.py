@@ -1,0 +1,173 @@
+"""Alignment observables, the alignment event and the `gflow align` study (Min, Mallada & Vidal
+2024), checked on hand-built cones, a loop reference, the theory module's closed forms and the
+logistic/exponential equivalence of the early phase."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import xarray as xr
+
+import gflow
+from gflow import data, events, losses, models
+from gflow import observables as obs
+from gflow.studies import alignment
+from gflow.theory import min2024
+
+# Two positives near +e1, two negatives near −e1; every point has third coordinate 1.
+X_HAND = np.array([[1.0, 0.2, 1.0], [1.0, -0.2, 1.0], [-1.0, 0.3, 1.0], [-1.0, -0.3, 1.0]])
+Y_HAND = np.array([1.0, 1.0, -1.0, -1.0])
+
+
+def reference_aligned(W, v, X, y, delta):
+    """The definitions of Min et al. (2024, §3) written out as loops."""
+    x_plus, x_minus = X[y > 0].sum(0), X[y < 0].sum(0)
+    out = []
+    for w, vj in zip(W, v):
+        pre = [w @ x for x in X]
+        dead = all(p <= 0 for p in pre)
+        s_plus = all((p > 0) if yi > 0 else (p <= 0) for p, yi in zip(pre, y))
+        s_minus = all((p > 0) if yi < 0 else (p <= 0) for p, yi in zip(pre, y))
+        cos_p = w @ x_plus / (np.linalg.norm(w) * np.linalg.norm(x_plus)) if np.any(w) else 0.0
+        cos_m = w @ x_minus / (np.linalg.norm(w) * np.linalg.norm(x_minus)) if np.any(w) else 0.0
+        out.append(dead or (vj > 0 and s_plus and cos_p >= 1 - delta) or (vj < 0 and s_minus and cos_m >= 1 - delta))
+    return np.array(out)
+
+
+def test_cones_on_hand_built_rows():
+    W = np.array([[1.0, 0, 0], [-1.0, 0, 0], [0, 0, -1.0], [0, 0, 1.0], [0, 1.0, 0], [0.2, 1.0, -1.0], [0, 0, 0]])
+    in_plus, in_minus, dead = (np.asarray(a) for a in obs.cones(W, X_HAND, Y_HAND))
+    np.testing.assert_array_equal(in_plus, [1, 0, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(in_minus, [0, 1, 0, 0, 0, 0, 0])
+    # row 5 has ⟨w, x_2⟩ = 0 exactly: inactive (σ'(0) = 0), so it is dead with the others ≤ 0
+    np.testing.assert_array_equal(dead, [0, 0, 1, 0, 0, 1, 1])
+    member = np.asarray(obs.cone_membership(X_HAND, Y_HAND)({"W": W, "v": np.ones(7)}))
+    np.testing.assert_array_equal(member, np.stack([in_plus, in_minus, dead], -1).astype(float))
+
+
+def test_aligned_on_hand_built_rows():
+    x_plus = X_HAND[:2].sum(0)
+    W = np.array([x_plus, x_plus, [1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])
+    v = np.array([1.0, -1.0, 1.0, -1.0, 1.0])
+    params = {"W": W, "v": v}
+    # x̄_+ with v>0: aligned; with v<0: wrong cone; e1 is in S_+ but cos(e1, x_+) = 1/√2; dead; mixed
+    np.testing.assert_array_equal(obs.aligned(params, X_HAND, Y_HAND, 1e-2), [1, 0, 0, 1, 0])
+    np.testing.assert_array_equal(obs.aligned(params, X_HAND, Y_HAND, 0.3), [1, 0, 1, 1, 0])
+    np.testing.assert_array_equal(obs.alignment_indicator(X_HAND, Y_HAND, 0.3)(params), [1.0, 0, 1, 1, 0])
+
+
+def test_aligned_and_cosines_match_loop_reference():
+    X, y = data.separated(4, 7, 9, 0.3, radii=(0.5, 2.0))
+    rng = np.random.default_rng(0)
+    x_plus = X[y > 0].sum(0)
+    # rows near x̄_+ and x̄_− (some aligned at δ = 0.05, some not), plus random rows
+    W = np.concatenate([x_plus + 0.3 * rng.standard_normal((20, 9)), -x_plus + 0.3 * rng.standard_normal((20, 9)),
+                        rng.standard_normal((20, 9))])
+    v = np.where(rng.random(60) < 0.5, 1.0, -1.0)
+    got = np.asarray(obs.aligned({"W": W, "v": v}, X, y, 0.05))
+    np.testing.assert_array_equal(got, reference_aligned(W, v, X, y, 0.05))
+    assert 0 < got.sum() < 60
+    cos = np.asarray(obs.class_cosines(X, y)({"W": W, "v": v}))
+    unit = x_plus / np.linalg.norm(x_plus)
+    np.testing.assert_allclose(cos[:, 0], W @ unit / np.linalg.norm(W, axis=1), rtol=1e-12)
+
+
+def test_alignment_event_rejects_bad_delta():
+    for delta in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="delta must lie in"):
+            events.alignment_event(X_HAND, Y_HAND, delta)
+
+
+TINY = alignment.AlignConfig(
+    seeds=(0, 1), n=6, width=8, mus=(0.2, 0.8), mu=0.2, eps_grid=(1e-3, 1e-6), ns=(4, 6), t_late=200.0,
+    digits_n=0, bootstrap=200,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("align")
+    verdict = alignment.run(TINY, out)
+    groups = {g: xr.open_dataset(out / "results.nc", group=g, engine="h5netcdf").load() for g in ("synthetic", "n_scaling")}
+    return out, verdict, groups
+
+
+def test_alignment_event_locates_first_aligned_time_and_matches_padded_lane(tiny_run):
+    """simulate + alignment_event on the unpadded n=4 data agrees with the study's lane, the
+    same plain Tsit5 flow padded to 32 points in 33 dimensions with rescaled tolerances."""
+    _, _, groups = tiny_run
+    ds = groups["n_scaling"]
+    lane = int(np.nonzero((ds.n.values == 4) & (ds.seed.values == 0) & (ds.reduction.values == "sum"))[0][0])
+    X, y = data.separated(1000 * 0 + 4, 4, 5, TINY.mu)
+    L = losses.objective(models.two_layer, "exponential", X, y, "sum")
+    p0 = models.init_two_layer(jax.random.PRNGKey(0), 5, TINY.width, TINY.init_scale)
+    ts = jnp.linspace(0.0, 20.0, 401)
+    traj = gflow.simulate(L, p0, 20.0, saveat=ts, rtol=TINY.rtol, event=events.alignment_event(X, y, TINY.delta),
+                          switching=False)
+    assert traj.status == "event"
+    t_event = float(traj.t_event)
+    assert t_event == pytest.approx(float(ds.t_align[lane]), rel=1e-7)  # 5e-6 without tolerance rescaling
+    assert np.all(np.asarray(obs.aligned(traj.final_params, X, y, TINY.delta)))
+    before = [k for k in range(len(ts)) if float(ts[k]) < t_event]
+    for k in before:
+        p = jax.tree.map(lambda a: a[k], traj.params)
+        assert not np.all(np.asarray(obs.aligned(p, X, y, TINY.delta)))
+    assert float(ts[before[-1] + 1]) - t_event < float(ts[1])
+
+
+def test_study_lanes_against_theory(tiny_run):
+    _, _, groups = tiny_run
+    ds = groups["synthetic"]
+    assert np.all(ds.t_align.values < ds.bound.values)
+    # early dynamics of exp and 2·logistic agree (−ℓ'(0) = y for both) up to O(ε²)
+    exp_lanes = (ds.experiment == "mu") & (ds.loss_name == "exponential")
+    log_lanes = (ds.experiment == "mu") & (ds.loss_name == "logistic")
+    np.testing.assert_allclose(ds.t_align.values[log_lanes.values], ds.t_align.values[exp_lanes.values], rtol=1e-5)
+    # late phase: stable rank → (A₊+A₋)/λ_max with c = cos(x₊, x₋)
+    A = ds.energy.values[:, -1]
+    pred = min2024.stable_rank_limit(ds.class_cosine.values, A[:, 0], A[:, 1])
+    np.testing.assert_allclose(ds.trace_stable_rank.values[:, -1], pred, rtol=0.02)
+    # escape: t_esc(1e-6) − t_esc(1e-3) = ln(1e3)/‖x₊‖ (same seed, same data)
+    eps_lanes = (ds.mu.values == TINY.mu) & (ds.loss_name.values == "exponential")
+    for seed in TINY.seeds:
+        sel = eps_lanes & (ds.seed.values == seed)
+        t_esc = dict(zip(ds.eps.values[sel], ds.t_esc.values[sel]))
+        slope = (t_esc[1e-6] - t_esc[1e-3]) / np.log(1e3)
+        assert slope == pytest.approx(ds.escape_slope_pred.values[sel][0], rel=0.05)
+    assert np.all(ds.t_align.values[eps_lanes] < ds.t_esc.values[eps_lanes])
+    drift = alignment.balance_drift({"balancedness": ds.trace_balancedness.values, "energy": ds.energy.values})
+    assert np.all(drift < 1e-6)
+
+
+def test_study_outputs(tiny_run):
+    out, verdict, _ = tiny_run
+    saved = json.loads((out / "verdict.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(verdict["rows"]))
+    table = (out / "verdict.md").read_text()
+    assert table.count("\n") == len(verdict["rows"]) + 2
+    assert all(r["claim"] in table for r in verdict["rows"])
+    bound_rows = [r for r in verdict["rows"] if r["claim"].startswith("t_align ≤")]
+    assert len(bound_rows) == 3 and all(r["passed"] for r in bound_rows)
+    for name in ("t_align_vs_mu.png", "t_align_vs_n.png", "escape_vs_log_eps.png", "late_phase.png",
+                 "cosines_synthetic.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+def test_fit_slope_and_bootstrap():
+    x = np.log([0.1, 0.2, 0.4, 0.8])
+    rng = np.random.default_rng(0)
+    Y = -0.5 * x + 0.01 * rng.standard_normal((5, 4)) + rng.standard_normal((5, 1))
+    slope, lo, hi = alignment.fit_slope(x, Y, n_boot=500)
+    assert slope == pytest.approx(np.polyfit(x, Y.mean(0), 1)[0], rel=1e-12)
+    assert lo <= slope <= hi and hi - lo < 0.1
+
+
+def test_cli_rejects_bad_options(capsys):
+    from gflow.cli import main
+
+    assert main(["align", "--seeds", "1"]) == 2
+    assert "--seeds must be ≥ 2" in capsys.readouterr().err
+    assert main(["align", "--mnist", "/nonexistent"]) == 2
+    assert "train-images-idx3-ubyte" in capsys.readouterr().err
