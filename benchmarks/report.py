@@ -1,0 +1,291 @@
+"""Every benchmark of issue 7 in one process, and one report: `make bench`.
+
+Runs, in this order and in one process (the machine is noisy, so every comparison is a ratio
+measured within this run):
+
+1. work-precision (`work_precision.py`), 2. kinks (`kinks.py`, when present), 3. sweeps
+(`sweep_throughput.py`, when present), 4. hardware (`hardware.py`), 5. memory (`memory.py`).
+
+Writes into `--out` (default results/bench): `REPORT.md` (tables), `bench.json` (every figure),
+`work_precision.png` (work-precision plots), and the JSON of each part. Kinks and sweeps are run
+through their own `main(["--out", FILE, ...])` and read back from the JSON they write; a part
+that is absent or fails is reported as "not available" with the reason.
+
+Options: `--quick` (every part in its quick mode), `--skip kinks,sweeps` (leave parts out),
+`--merge-gpu FILE` (add the hardware.json written by `hardware.py --out DIR` on a GPU machine as
+a column), `--reuse-work-precision FILE` (take comparison 1 from an earlier
+`work_precision.py` run instead of measuring it again; the report says so).
+"""
+
+import argparse
+import contextlib
+import importlib
+import io
+import json
+import math
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark scripts
+
+import hardware  # noqa: E402
+import memory  # noqa: E402
+import work_precision  # noqa: E402
+
+PARTS = ("work_precision", "kinks", "sweeps", "hardware", "memory")
+EXTERNAL = {"kinks": "kinks", "sweeps": "sweep_throughput"}  # part → module written elsewhere
+
+
+class _Tee(io.TextIOBase):
+    """Echo writes to stdout and keep them, so a part's printed table lands in the report."""
+
+    def __init__(self):
+        self.buffer = io.StringIO()
+
+    def write(self, s):
+        sys.__stdout__.write(s)
+        sys.__stdout__.flush()
+        return self.buffer.write(s)
+
+
+def run_external(part, quick, out):
+    """Run `EXTERNAL[part]`'s main, writing JSON to out/<part>.json; returns (result, printed)."""
+    try:
+        module = importlib.import_module(EXTERNAL[part])
+    except ModuleNotFoundError as e:
+        return {"available": False, "reason": f"benchmarks/{EXTERNAL[part]}.py not found ({e})"}, ""
+    path = out / f"{part}.json"
+    tee = _Tee()
+    try:
+        with contextlib.redirect_stdout(tee):
+            module.main((["--quick"] if quick else []) + ["--out", str(path)])
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - someone else's benchmark: report, go on
+        return {"available": False, "reason": f"{type(e).__name__}: {e}"}, tee.buffer.getvalue()
+    if path.is_dir():  # a part that treats --out as a folder
+        found = sorted(path.glob("*.json"))
+        if not found:
+            return {"available": False, "reason": f"no JSON written under {path}"}, tee.buffer.getvalue()
+        path = found[0]
+    return {"available": True, "file": str(path), "result": json.loads(path.read_text())}, tee.buffer.getvalue()
+
+
+def run_all(quick=False, out=Path("results/bench"), skip=(), reuse_work_precision=None, merge_gpu=None):
+    """Run every part not in `skip`; returns the JSON-ready dict of all figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    bench = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": quick, "parts": {}}
+    printed = {}
+    for part in PARTS:
+        start = time.perf_counter()
+        if part in skip:
+            result, text = {"available": False, "reason": "skipped (--skip)"}, ""
+        elif part == "work_precision" and reuse_work_precision:
+            wp = json.loads(Path(reuse_work_precision).read_text())
+            result, text = {"available": True, "reused": str(reuse_work_precision), "result": wp}, ""
+        elif part in EXTERNAL:
+            result, text = run_external(part, quick, out)
+        else:
+            module = {"work_precision": work_precision, "hardware": hardware, "memory": memory}[part]
+            tee = _Tee()
+            r = module.run(quick, log=lambda s: print(s, file=tee))
+            (out / f"{part}.json").write_text(json.dumps(r, indent=1))
+            result, text = {"available": True, "result": r}, tee.buffer.getvalue()
+        result["seconds"] = time.perf_counter() - start
+        bench["parts"][part] = result
+        printed[part] = text
+    if merge_gpu:
+        bench["parts"]["hardware"]["gpu"] = json.loads(Path(merge_gpu).read_text())
+    wp = bench["parts"]["work_precision"]
+    if wp["available"]:
+        work_precision.plot(wp["result"]["rows"], wp["result"]["problems"], out / "work_precision.png")
+    (out / "bench.json").write_text(json.dumps(bench, indent=1, default=float))
+    (out / "REPORT.md").write_text(render(bench, printed))
+    return bench
+
+
+def _num(x):
+    if x is None:
+        return "–"
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    if isinstance(x, int):
+        return f"{x:,}"
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:.3g}" if abs(x) < 1e4 else f"{x:,.0f}"
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_num(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _flat_dict(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat_dict(v, f"{prefix}{k}."))
+        elif not isinstance(v, list):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _records_table(records):
+    """A markdown table of a list (or dict name → record) of JSON records, nested keys flattened."""
+    if isinstance(records, dict):
+        records = [{"name": k, **v} for k, v in records.items() if isinstance(v, dict)]
+    flat = [_flat_dict(r) for r in records if isinstance(r, dict)]
+    cols = list(dict.fromkeys(k for r in flat for k in r))
+    return _table(cols, [[r.get(c) for c in cols] for r in flat])
+
+
+def _render_work_precision(part):
+    res = part["result"]
+    target = res["target"]
+    lines = []
+    if part.get("reused"):
+        lines.append(f"Taken from an earlier standalone run of `work_precision.py` ({part['reused']}).\n")
+    lines.append(
+        "Relative errors of the final loss L(T) and of the final weights θ(T) against a tight "
+        "reference; wall times exclude JIT compilation (every jitted function is warmed up first). "
+        "Grad evals: ∇L evaluations (scipy: nfev). Plots: `work_precision.png`.\n"
+    )
+    for info in res["problems"]:
+        p, ref = info["problem"], info["reference"]
+        name = p["name"]
+        lines.append(f"### {name}\n")
+        lines.append(
+            f"n={info['n']}, d={info['d']}, width={p['width']}, ε={p['init_scale']:g}, T={p['t1']:g}, "
+            f"μ̂={_num(info['mu_hat'])}. Reference: gflow {ref['solver']} rtol {ref['rtol']:g}, "
+            f"{ref['steps']:,} steps, L(T)={ref['final_loss']:.12g}; against the same at 10× rtol it "
+            f"differs by {ref['uncertainty']['loss']:.1e} (loss), {ref['uncertainty']['weights']:.1e} "
+            "(weights): errors below that are not resolved.\n"
+        )
+        rows = [r for r in res["rows"] if r["problem"] == name]
+        lines.append(_table(
+            ["method", "rtol / lr", "wall s", "grad evals", "steps", "loss error", "weight error", "ok"],
+            [[r["method"], r["setting"], r["wall_s"], r["grad_evals"], r["steps"], r["loss_error"],
+              r["weight_error"], r["ok"]] for r in rows],
+        ))  # fmt: skip
+        lines.append(f"\n**At equal accuracy {target:g}** (cost interpolated log-log between settings; "
+                     "*extrapolated* marks figures beyond the most accurate run: GD along its first-order "
+                     "line, cost × error = const):\n")  # fmt: skip
+        sp = info["speedups"]
+        table = []
+        for key, label in (("loss_error/wall_s", "loss, wall s"), ("weight_error/wall_s", "weights, wall s"),
+                           ("loss_error/grad_evals", "loss, grad evals"), ("weight_error/grad_evals", "weights, grad evals")):  # fmt: skip
+            s = sp[key]
+            g = s["gflow"]
+            table.append([label, f"{_num(g[0])} ({g[1]}, {g[2]})" if g else "–",
+                          _ratio(s["vs_gd"], 100), _ratio(s["vs_scipy"], 10)])  # fmt: skip
+        lines.append(_table(["error, cost", "gflow (best solver)", "GD / gflow (target ≥ 100×)",
+                             "scipy / gflow (target ≥ 10×)"], table))  # fmt: skip
+        per = sp["loss_error/wall_s"]["methods"]
+        lines.append("\nWall time at loss error "
+                     f"{target:g} per method: " + "; ".join(
+                         f"{m} {_num(v['cost'])} s ({v['how']})" for m, v in sorted(per.items())) + "\n")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _ratio(x, target):
+    if x is None:
+        return "–"
+    return f"{x:.3g}× ({'meets' if x >= target else 'misses'} target)"
+
+
+def _render_hardware(part):
+    res = part["result"]
+    gpu = part.get("gpu")
+    lines = [f"Device: {res['device']}; measured matmul peak (N={res['matmul_size']}): "
+             + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in res["peak_gflops"].items())]  # fmt: skip
+    if gpu:
+        lines[0] += (f". GPU column: {gpu['device']}, matmul peak (N={gpu['matmul_size']}): "
+                     + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gpu["peak_gflops"].items()))  # fmt: skip
+    lines.append("\nOne gradient of the two-layer net counted as 4·n·d·h + 7·n·h FLOPs.\n")
+    gpu_rows = {(r["n"], r["d"], r["h"], r["dtype"]): r for r in (gpu or {}).get("rows", [])}
+    header = ["n", "d", "h", "dtype", "grads/s", "GFLOP/s", "of peak"]
+    if gpu:
+        header += ["GPU grads/s", "GPU GFLOP/s", "GPU of peak"]
+    rows = []
+    for r in res["rows"]:
+        row = [r["n"], r["d"], r["h"], r["dtype"], r["grad_evals_per_s"], r["gflops"], f"{r['fraction_of_peak']:.1%}"]
+        if gpu:
+            g = gpu_rows.get((r["n"], r["d"], r["h"], r["dtype"]))
+            row += [g["grad_evals_per_s"], g["gflops"], f"{g['fraction_of_peak']:.1%}"] if g else ["–"] * 3
+        rows.append(row)
+    lines.append(_table(header, rows))
+    return "\n".join(lines)
+
+
+def _render_memory(part):
+    res = part["result"]
+    lines = [f"n={res['n']}, d={res['d']}, h={res['h']}: state {res['state_bytes']:,} bytes, T={res['t1']:g}. "
+             "Peak = XLA's buffer assignment of the compiled solve (arguments + outputs + temporaries).\n"]  # fmt: skip
+    lines.append(_table(["recording", "saves", "max_steps", "peak MB"],
+                        [[r["recording"], r["saves"], r["max_steps"], r["peak_bytes"] / 1e6] for r in res["rows"]]))  # fmt: skip
+    if res.get("long_solve"):
+        s = res["long_solve"]
+        lines.append(f"\nRan the observables-only solve with {s['saves']:,} saves: {s['num_steps']:,} steps to "
+                     f"T={s['t1']:g}, status {s['status']}, {s['wall_s']:.1f} s.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _render_external(part, text):
+    res = part["result"]
+    lines = [f"From `{part['file']}`.\n"]
+    records = res.get("rows") or res.get("grids") or res.get("results")
+    if records:
+        lines.append(_records_table(records))
+    else:
+        lines.append("```json\n" + json.dumps(res, indent=1)[:6000] + "\n```")
+    if text.strip():
+        lines.append("\nPrinted:\n\n```\n" + text.strip()[-4000:] + "\n```")
+    return "\n".join(lines)
+
+
+TITLES = {
+    "work_precision": "1. Work-precision: one trajectory",
+    "kinks": "2. Kinks: data that is not well separated",
+    "sweeps": "3. Sweeps",
+    "hardware": "4. Hardware: vector-field throughput",
+    "memory": "5. Scale: memory of a long solve",
+}
+
+
+def render(bench, printed):
+    """REPORT.md from the bench dict."""
+    lines = [f"# gflow benchmark report\n\nStarted {bench['started']}"
+             + (" (--quick mode)" if bench["quick"] else "") + ". All parts ran in one process.\n"]  # fmt: skip
+    render_own = {"work_precision": _render_work_precision, "hardware": _render_hardware, "memory": _render_memory}
+    for part in PARTS:
+        p = bench["parts"][part]
+        lines.append(f"## {TITLES[part]}\n")
+        if not p["available"]:
+            lines.append(f"Not available: {p['reason']}\n")
+            continue
+        body = render_own[part](p) if part in render_own else _render_external(p, printed.get(part, ""))
+        lines.append(body + f"\n\n({p['seconds']:.0f} s)\n")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="every part in its quick mode")
+    parser.add_argument("--out", default="results/bench", help="output folder")
+    parser.add_argument("--skip", default="", help=f"comma-separated parts to leave out, of {','.join(PARTS)}")
+    parser.add_argument("--merge-gpu", help="hardware.json from `hardware.py --out DIR` on a GPU machine")
+    parser.add_argument("--reuse-work-precision", help="work_precision.json of an earlier run")
+    args = parser.parse_args(argv)
+    skip = tuple(s for s in args.skip.split(",") if s)
+    unknown = set(skip) - set(PARTS)
+    if unknown:
+        raise ValueError(f"--skip: unknown parts {sorted(unknown)}; choose from {PARTS}")
+    out = Path(args.out)
+    run_all(args.quick, out, skip, args.reuse_work_precision, args.merge_gpu)
+    print(f"wrote {out / 'REPORT.md'} and {out / 'bench.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""Work-precision benchmark: one gradient-flow trajectory, gflow against the tools in use today.
+
+Issue 3 (benchmark) and issue 7 (comparison 1). Problem: the two-layer ReLU network
+f(x) = Σ_j v_j relu(w_jᵀx) of Min, Mallada & Vidal (2024) with the exponential loss summed over
+the data, from balanced small initialisation at scale ε, flowed to time T. Data: μ-separated
+(equiangular, science_A "exact-μ generator") and scikit-learn's digits (0 vs 1, centred).
+
+Methods, all integrating the same flow dθ/dt = −∇L(θ) on [0, T] in float64:
+
+- gflow: `gflow.simulate` with Tsit5, Dopri5, Dopri8 at several rtol (scale-aware atol);
+- naive diffrax: `diffrax.diffeqsolve` with Tsit5 and `PIDController(rtol, atol=rtol)`, the call
+  one writes without gflow;
+- optax GD: `gflow.baselines.gradient_descent` at several lr (GD is the Euler method of the flow,
+  error O(lr), cost T/lr gradients);
+- scipy: `solve_ivp` DOP853 and LSODA on the numpy gradient `gflow.baselines.two_layer_numpy_grad`.
+
+Errors are relative, against a tight gflow Dopri8 reference (Tsit5 in --quick mode): |L(θ(T)) − L_ref| / L_ref (final
+loss) and ‖θ(T) − θ_ref‖ / ‖θ_ref‖ (final weights). Wall times exclude JIT compilation: every
+jitted function is warmed up on the same problem first (rtol and lr are traced, so changing them
+does not recompile). The reference's own uncertainty is estimated by a second Dopri8 solve at 10×
+its rtol.
+
+Run standalone: `python benchmarks/work_precision.py [--quick] [--out results/bench]`.
+"""
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.integrate
+
+import gflow
+from gflow import baselines, losses, models
+
+TARGET = 1e-6  # the accuracy at which the issues compare speed (final loss and final weights)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One benchmark problem: data, network, ε, horizon T and the method settings to try."""
+
+    name: str
+    data: str  # "separated" or "digits"
+    n: int
+    d: int  # ignored for digits (d = 64)
+    width: int
+    init_scale: float
+    t1: float
+    rtols: tuple[float, ...]  # gflow and naive diffrax
+    lrs: tuple[float, ...]  # optax GD
+    scipy_rtols: tuple[float, ...]
+    ref_rtol: float
+    mu: float = 0.3
+    solvers: tuple[str, ...] = ("tsit5", "dopri5", "dopri8")
+    ref_solver: str = "dopri8"
+    lsoda: bool = True
+    seed: int = 0
+
+
+FULL = (
+    Problem("separated n200 d50", "separated", 200, 50, 100, 1e-4, 40.0,
+            rtols=(1e-4, 1e-5, 1e-6, 1e-7, 1e-8), lrs=(2e-2, 1e-2, 5e-3),
+            scipy_rtols=(1e-5, 1e-6, 1e-7, 1e-8), ref_rtol=1e-10),
+    Problem("digits 0/1 n100", "digits", 100, 64, 50, 1e-4, 10.0,
+            rtols=(1e-4, 1e-5, 1e-6, 1e-7), lrs=(1e-2, 5e-3, 2.5e-3), scipy_rtols=(1e-5, 1e-6, 1e-7),
+            ref_rtol=1e-9),
+    Problem("separated n200 d256", "separated", 200, 256, 100, 1e-4, 40.0,
+            rtols=(1e-4, 1e-5, 1e-6), lrs=(2e-2, 1e-2), scipy_rtols=(1e-5, 1e-6),
+            ref_rtol=1e-8, lsoda=False),
+)  # fmt: skip
+
+# Tiny, and compiled once: the reference is a tight Tsit5 solve (the solver being measured).
+QUICK = (
+    Problem("separated n20 d30 (quick)", "separated", 20, 30, 10, 1e-4, 5.0,
+            rtols=(1e-4, 1e-7), lrs=(2e-2, 1e-2), scipy_rtols=(1e-5,), ref_rtol=1e-10,
+            solvers=("tsit5",), ref_solver="tsit5", lsoda=False),
+)  # fmt: skip
+
+MAX_STEPS = 2_000_000
+BUDGET_S = 30.0  # a setting is skipped when the looser one already took longer (noisy machine)
+
+
+def make_data(problem):
+    """(X, y) of a `Problem`: μ-separated data (`gflow.data.separated`, equiangular when
+    d ≥ n + 1, else cosines ≥ μ) or digits subsampled to n examples."""
+    rng = np.random.default_rng(problem.seed)
+    if problem.data == "separated":
+        equiangular = problem.d >= problem.n + 1
+        return gflow.data.separated(rng, problem.n, problem.d, problem.mu, equiangular=equiangular)
+    if problem.data == "digits":
+        X, y = gflow.data.digits((0, 1))
+        idx = rng.choice(len(y), size=min(problem.n, len(y)), replace=False)
+        return X[idx], y[idx]
+    raise ValueError(f"unknown data {problem.data!r}: use 'separated' or 'digits'")
+
+
+def _timed(fn, min_total=0.5, max_repeats=3):
+    """(result, best wall time in s) of `fn()`; short calls are repeated to damp noise."""
+    times = []
+    while True:
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+        if len(times) >= max_repeats or sum(times) >= min_total:
+            return out, min(times)
+
+
+@eqx.filter_jit
+def naive_diffrax(objective, params0, t1, rtol, max_steps):
+    """The flow as one writes it with diffrax alone: Tsit5, PIDController(rtol, atol=rtol)."""
+    term = diffrax.ODETerm(lambda t, y, args: jax.tree.map(jnp.negative, jax.grad(objective)(y)))
+    sol = diffrax.diffeqsolve(
+        term, diffrax.Tsit5(), 0.0, t1, None, params0,
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=rtol),
+        max_steps=max_steps, throw=False,
+    )  # fmt: skip
+    return jax.tree.map(lambda x: x[-1], sol.ys), sol.stats["num_steps"], sol.result
+
+
+def _flat(params):
+    return np.concatenate([np.ravel(np.asarray(params[k])) for k in ("W", "v")])
+
+
+def scipy_solve(X, y, params0, t1, method, rtol):
+    """`solve_ivp` on the flat numpy gradient; returns (final params, nfev, wall s, ok).
+
+    The right-hand side is pure numpy (`two_layer_numpy_grad` on slices of θ), as a researcher
+    would write it: `baselines.scipy_flow` unflattens θ with JAX on every call, which on small
+    problems costs more than the gradient itself and would be charged to scipy. atol follows
+    gflow's scale-aware rule, rtol·1e-2·rms(θ0).
+    """
+    grad = baselines.two_layer_numpy_grad(X, y, loss="exponential", reduction="sum")
+    W0, v0 = np.asarray(params0["W"]), np.asarray(params0["v"])
+    theta0 = np.concatenate([W0.ravel(), v0])
+    split = W0.size
+
+    def rhs(t, theta):
+        dW, dv = grad(theta[:split].reshape(W0.shape), theta[split:])
+        return -np.concatenate([dW.ravel(), dv])
+
+    atol = rtol * gflow.flow.ATOL_FRACTION * np.sqrt(np.mean(theta0**2))
+    start = time.perf_counter()
+    sol = scipy.integrate.solve_ivp(rhs, (0.0, t1), theta0, method=method, rtol=rtol, atol=atol)
+    wall = time.perf_counter() - start
+    theta = sol.y[:, -1]
+    return {"W": theta[:split].reshape(W0.shape), "v": theta[split:]}, sol.nfev, wall, sol.status == 0
+
+
+def _sweep(settings, measure, predict=None, log=print):
+    """Run `measure(s)` for settings ordered cheap → expensive, skipping once over budget.
+
+    `predict(row, s)` estimates the wall time of setting s from the last row (GD: wall ∝ 1/lr);
+    without it a setting is skipped when the previous one already took more than BUDGET_S.
+    """
+    rows, last = [], None
+    for s in settings:
+        if last is not None:
+            expected = predict(last, s) if predict else last["wall_s"]
+            if expected > BUDGET_S:
+                log(f"  skipped {last['method']} {s:.0e}: expected > {BUDGET_S:g} s")
+                continue
+        last = measure(s)
+        rows.append(last)
+        log(f"  {last['method']:<16} {last['setting']:8.0e}  wall {last['wall_s']:8.3f} s  "
+            f"grads {last['grad_evals']:>9}  L(T) {last['final_loss']:.12e}"
+            + ("" if last["ok"] else "  [FAILED]"))  # fmt: skip
+    return rows
+
+
+def run_problem(problem, log=print):
+    """Measure every method on `problem`; returns (rows, info) with errors filled in."""
+    X, y = make_data(problem)
+    objective = losses.objective(models.two_layer, losses.exponential, X, y, "sum")
+    params0 = models.init_two_layer(jax.random.PRNGKey(problem.seed), X.shape[1], problem.width,
+                                    problem.init_scale)  # fmt: skip
+    t1 = problem.t1
+
+    def row(method, setting, wall, grad_evals, steps, params, ok):
+        return {"problem": problem.name, "method": method, "setting": float(setting),
+                "wall_s": float(wall), "grad_evals": int(grad_evals), "steps": int(steps),
+                "final_loss": float(objective(params)), "theta": _flat(params), "ok": bool(ok)}  # fmt: skip
+
+    def flow(solver, rtol):
+        return gflow.simulate(objective, params0, t1, solver=solver, rtol=rtol, max_steps=MAX_STEPS)
+
+    start = time.perf_counter()
+    ref = flow(problem.ref_solver, problem.ref_rtol)
+    ref_wall = time.perf_counter() - start
+    check = flow(problem.ref_solver, 10 * problem.ref_rtol)
+    theta_ref, loss_ref = _flat(ref.final_params), float(ref.final_loss)
+    ref_unc = {
+        "loss": abs(float(check.final_loss) - loss_ref) / loss_ref,
+        "weights": float(np.linalg.norm(_flat(check.final_params) - theta_ref) / np.linalg.norm(theta_ref)),
+    }
+    log(f"  reference {problem.ref_solver} rtol {problem.ref_rtol:.0e}: {int(ref.num_steps)} steps, "
+        f"{ref_wall:.1f} s (with compile), status {ref.status}, L(T) = {loss_ref:.12e}; "
+        f"vs rtol {10 * problem.ref_rtol:.0e}: loss {ref_unc['loss']:.1e}, weights {ref_unc['weights']:.1e}")
+
+    rows = []
+    for solver in problem.solvers:
+        flow(solver, 1e-3)  # warm-up: compile once (rtol is traced)
+
+        def measure(rtol, solver=solver):
+            traj, wall = _timed(lambda: flow(solver, rtol))
+            return row(f"gflow {solver}", rtol, wall, traj.num_grad_evals, traj.num_steps,
+                       traj.final_params, traj.ok)  # fmt: skip
+
+        rows += _sweep(problem.rtols, measure, log=log)
+
+    def naive(rtol):
+        return naive_diffrax(objective, params0, jnp.asarray(t1), jnp.asarray(rtol), MAX_STEPS)
+
+    naive(1e-3)  # warm-up (compile)
+
+    def measure_naive(rtol):
+        (theta, steps, result), wall = _timed(lambda: naive(rtol))
+        return row("naive diffrax", rtol, wall, 6 * steps + 1, steps, theta, result == diffrax.RESULTS.successful)
+
+    rows += _sweep(problem.rtols, measure_naive, log=log)
+
+    baselines.gradient_descent(objective, params0, t1 / 4, t1)  # warm-up (compile)
+
+    def measure_gd(lr):
+        traj, wall = _timed(lambda: baselines.gradient_descent(objective, params0, lr, t1))
+        return row("optax GD", lr, wall, traj.num_grad_evals, traj.num_steps, traj.final_params, traj.ok)
+
+    rows += _sweep(problem.lrs, measure_gd, predict=lambda last, lr: last["wall_s"] * last["setting"] / lr, log=log)
+
+    numpy_params0 = jax.tree.map(np.asarray, params0)
+    for method in ("DOP853", "LSODA") if problem.lsoda else ("DOP853",):
+
+        def measure_scipy(rtol, method=method):
+            params, nfev, wall, ok = scipy_solve(X, y, numpy_params0, t1, method, rtol)
+            return row(f"scipy {method}", rtol, wall, nfev, nfev, params, ok)
+
+        rows += _sweep(problem.scipy_rtols, measure_scipy, log=log)
+
+    for r in rows:
+        r["loss_error"] = abs(r["final_loss"] - loss_ref) / loss_ref
+        r["weight_error"] = float(np.linalg.norm(r.pop("theta") - theta_ref) / np.linalg.norm(theta_ref))
+    info = {
+        "problem": asdict(problem),
+        "n": int(X.shape[0]),
+        "d": int(X.shape[1]),
+        "mu_hat": gflow.data.separation(X, y),
+        "reference": {"solver": problem.ref_solver, "rtol": problem.ref_rtol, "steps": int(ref.num_steps),
+                      "final_loss": loss_ref, "uncertainty": ref_unc},  # fmt: skip
+    }
+    return rows, info
+
+
+def cost_at_accuracy(rows, method, target=TARGET, error="loss_error", cost="wall_s"):
+    """Cost of `method` at `error` = target, interpolated log-log between measured settings.
+
+    Returns (cost, how) with how "interpolated", "extrapolated" or "measured" (a setting already
+    at or below target, nearest above it not measured), or (None, reason). Beyond the most accurate
+    setting, GD is extrapolated along its first-order line (error ∝ lr, cost ∝ 1/lr, so
+    cost·error is constant); adaptive solvers along the line through their two most accurate
+    settings.
+    """
+    pts = sorted((r[error], r[cost]) for r in rows if r["method"] == method and r["ok"] and r[error] > 0)
+    if not pts:
+        return None, "no successful run"
+    below = [p for p in pts if p[0] <= target]
+    above = [p for p in pts if p[0] > target]
+    if below and above:
+        (e0, c0), (e1, c1) = below[-1], above[0]
+        w = math.log(target / e0) / math.log(e1 / e0)
+        return math.exp((1 - w) * math.log(c0) + w * math.log(c1)), "interpolated"
+    if below:
+        return below[-1][1], "measured"
+    e0, c0 = pts[0]
+    if method == "optax GD":
+        return c0 * e0 / target, "extrapolated"
+    if len(pts) < 2 or pts[1][0] <= e0 or pts[1][1] >= c0:
+        return None, "target not reached"
+    e1, c1 = pts[1]
+    slope = math.log(c0 / c1) / math.log(e0 / e1)
+    return c0 * (target / e0) ** slope, "extrapolated"
+
+
+def speedups(rows, target=TARGET):
+    """Cost at equal accuracy of every method and the ratios gflow vs GD and vs scipy.
+
+    gflow's figure is its best solver at that accuracy; scipy's its best method.
+    """
+    methods = sorted({r["method"] for r in rows})
+    out = {}
+    for error in ("loss_error", "weight_error"):
+        for cost in ("wall_s", "grad_evals"):
+            table = {m: cost_at_accuracy(rows, m, target, error, cost) for m in methods}
+
+            def best(prefix):
+                found = [(c, m, how) for m, (c, how) in table.items() if m.startswith(prefix) and c]
+                return min(found) if found else None
+
+            g, gd, sp = best("gflow"), best("optax GD"), best("scipy")
+            out[f"{error}/{cost}"] = {
+                "methods": {m: {"cost": c, "how": how} for m, (c, how) in table.items()},
+                "gflow": g,
+                "vs_gd": gd[0] / g[0] if g and gd else None,
+                "vs_scipy": sp[0] / g[0] if g and sp else None,
+            }
+    return out
+
+
+def plot(rows, infos, path):
+    """Work-precision plots: error vs wall time and vs gradient evaluations, one row per problem."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [i["problem"]["name"] for i in infos]
+    fig, axes = plt.subplots(len(names), 2, figsize=(11, 4 * len(names)), squeeze=False)
+    for ax_row, name in zip(axes, names):
+        sub = [r for r in rows if r["problem"] == name and r["ok"]]
+        for ax, cost, label in ((ax_row[0], "wall_s", "wall time [s]"), (ax_row[1], "grad_evals", "gradient evaluations")):
+            for method in sorted({r["method"] for r in sub}):
+                pts = sorted((r[cost], r["loss_error"]) for r in sub if r["method"] == method)
+                ax.loglog(*zip(*pts), "o-", label=method)
+            ax.axhline(TARGET, color="grey", ls=":")
+            ax.set(xlabel=label, ylabel="relative error of L(T)", title=name)
+        ax_row[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(quick=False, log=print):
+    """Run the benchmark on every problem; returns a JSON-ready dict."""
+    rows, infos = [], []
+    for problem in QUICK if quick else FULL:
+        log(f"work-precision: {problem.name} (n={problem.n}, width={problem.width}, "
+            f"ε={problem.init_scale:g}, T={problem.t1:g})")  # fmt: skip
+        r, info = run_problem(problem, log=log)
+        info["speedups"] = speedups(r)
+        rows += r
+        infos.append(info)
+        s = info["speedups"]["loss_error/wall_s"]
+        log(f"  at loss error {TARGET:g}: gflow {_fmt(s['gflow'])}; "
+            f"vs GD {_ratio(s['vs_gd'])}, vs scipy {_ratio(s['vs_scipy'])}")  # fmt: skip
+    return {"target": TARGET, "rows": rows, "problems": infos}
+
+
+def _fmt(best):
+    return "n/a" if best is None else f"{best[0]:.3g} s ({best[1]}, {best[2]})"
+
+
+def _ratio(x):
+    return "n/a" if x is None else f"{x:.0f}×"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one tiny problem (< 1 min)")
+    parser.add_argument("--out", default="results/bench", help="output folder")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = run(args.quick)
+    (out / "work_precision.json").write_text(json.dumps(result, indent=1))
+    plot(result["rows"], result["problems"], out / "work_precision.png")
+    print(f"wrote {out / 'work_precision.json'} and {out / 'work_precision.png'}")
+
+
+if __name__ == "__main__":
+    main()

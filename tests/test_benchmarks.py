@@ -1,0 +1,57 @@
+"""Smoke test of the benchmark harness: `benchmarks/report.py --quick` in one process.
+
+Kinks and sweeps are other engineers' benchmarks with their own tests; they are skipped here to
+keep this test short.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _finite_numbers(x):
+    if isinstance(x, bool) or x is None or isinstance(x, str):
+        return []
+    if isinstance(x, (int, float)):
+        return [x]
+    items = x.values() if isinstance(x, dict) else x
+    return [v for item in items for v in _finite_numbers(item)]
+
+
+def test_quick_report(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import report
+    finally:
+        sys.path.remove(str(BENCH))
+    report.main(["--quick", "--out", str(tmp_path), "--skip", "kinks,sweeps"])
+
+    text = (tmp_path / "REPORT.md").read_text()
+    for title in ("Work-precision", "Hardware", "memory of a long solve", "Not available: skipped"):
+        assert title in text
+    assert (tmp_path / "work_precision.png").stat().st_size > 0
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    parts = bench["parts"]
+    for part in ("work_precision", "hardware", "memory"):
+        assert parts[part]["available"], part
+        numbers = _finite_numbers(parts[part]["result"])
+        assert numbers and all(math.isfinite(v) for v in numbers), part
+
+    rows = parts["work_precision"]["result"]["rows"]
+    assert all(r["ok"] for r in rows)
+    tsit5 = sorted((r["setting"], r["loss_error"], r["weight_error"]) for r in rows if r["method"] == "gflow tsit5")
+    (tight, loss_tight, w_tight), (loose, loss_loose, w_loose) = tsit5[0], tsit5[-1]
+    assert tight < loose and loss_tight < loss_loose and w_tight < w_loose
+    gd = sorted((r["setting"], r["weight_error"]) for r in rows if r["method"] == "optax GD")
+    # GD is first order: halving lr halves the error (independent check of the reference)
+    assert 1.6 < gd[1][1] / gd[0][1] < 2.4
+
+    hw = parts["hardware"]["result"]
+    assert all(0 < r["fraction_of_peak"] for r in hw["rows"])
+    mem = {(r["recording"], r["saves"]): r["peak_bytes"] for r in parts["memory"]["result"]["rows"]}
+    state = parts["memory"]["result"]["state_bytes"]
+    # saving the weights at 1000 times costs at least 1000 states more than observables only
+    assert mem[("gflow weights", 1000)] - mem[("gflow observables", 1000)] > 900 * state
