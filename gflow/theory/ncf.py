@@ -16,6 +16,8 @@ Around a saddle w̄ the same holds for the small weights with the residual
 r = −∂_1ℓ(H(X; w̄), y) (= y − H(X; w̄) for the square loss; 2402.09226).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,23 +100,24 @@ def spherical_flow(N, u0, *, t1=1e4, tol=1e-8, rtol=1e-10):
     """KKT point of max N on the sphere from the ODE du/dt = (I − ûûᵀ)∇N(û), integrated with
     `gflow.simulate` as the gradient flow of −N(u/‖u‖), whose gradient is tangent to the sphere
     (so ‖u‖ = 1 is conserved). Stops where `kkt_residual` ≤ `tol`. Returns (u*, residual, t)."""
-    u0 = _unit(u0)
+    objective, event = _sphere_problem(N, tol)
+    traj = simulate(objective, _unit(u0), t1, rtol=rtol, event=event, max_steps=1_000_000,
+                    save_params=False)
+    u = _unit(traj.final_params)
+    return u, float(kkt_residual(N, u)), float(traj.t_final)
 
+
+@functools.cache
+def _sphere_problem(N, tol):
+    # cached per NCF so that repeated ascents from different starts share one compiled solve
     def objective(u):
         flat, unravel = ravel_pytree(u)
         return -N(unravel(flat / jnp.linalg.norm(flat)))
 
-    traj = simulate(
-        objective,
-        u0,
-        t1,
-        rtol=rtol,
-        event=lambda u: kkt_residual(N, u) <= tol,
-        max_steps=1_000_000,
-        save_params=False,
-    )
-    u = _unit(traj.final_params)
-    return u, float(kkt_residual(N, u)), float(traj.t_final)
+    def event(u):
+        return kkt_residual(N, u) <= tol
+
+    return objective, event
 
 
 def escape_time(n_star, order, delta, rho):

@@ -1,0 +1,123 @@
+"""gflow.theory.ncf (Kumar & Haupt) and the homogeneous models it uses, checked against finite
+differences, Euler's theorem, a grid scan of the sphere and the exact radial flow."""
+
+import json
+from functools import partial
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gflow
+from gflow import losses, models
+from gflow.studies import kumar_haupt
+from gflow.theory import ncf
+
+X, Y = kumar_haupt.toy_data()
+N_SINGLE = ncf.ncf(models.single_layer, X, ncf.correlation_labels("square", Y))
+
+
+@pytest.fixture(scope="module")
+def u_star():
+    u0 = kumar_haupt.unit_init(jax.random.PRNGKey(0), {"W": (10, 2)})
+    return u0, ncf.spherical_flow(N_SINGLE, u0)
+
+
+def test_correlation_labels_closed_forms():
+    y = jnp.array([1.0, -1.0, 0.5])
+    np.testing.assert_allclose(ncf.correlation_labels("square", y), y)
+    np.testing.assert_allclose(ncf.correlation_labels(partial(losses.square, factor=1.0), y), 2 * y)
+    np.testing.assert_allclose(ncf.correlation_labels("logistic", y), y / 2)
+    np.testing.assert_allclose(ncf.correlation_labels("square", y, reduction="mean"), y / 3)
+    f = jnp.array([0.3, 0.2, 0.1])
+    np.testing.assert_allclose(ncf.correlation_labels("square", y, f=f), y - f)
+
+
+@pytest.mark.parametrize(
+    "apply_fn, params, order",
+    [
+        (models.single_layer, {"W": jnp.array([[0.3, -0.2], [0.5, 0.7]])}, 2),
+        (kumar_haupt.two_layer_relu2, {"W": jnp.array([[0.3, -0.2], [0.5, 0.7]]),
+                                       "v": jnp.array([0.4, -0.6])}, 3),
+        (partial(models.deep, activation=models.poly_leaky_relu(2)),
+         models.init_deep(jax.random.PRNGKey(1), 2, [3, 2], 1.0), models.deep_order(2, 2)),
+    ],
+)
+def test_homogeneity_and_euler(apply_fn, params, order):
+    N = ncf.ncf(apply_fn, X, Y)
+    c = 1.7
+    np.testing.assert_allclose(N(jax.tree.map(lambda x: c * x, params)), c**order * N(params),
+                               rtol=1e-12)
+    # Euler: ⟨u, ∇N(u)⟩ = L·N(u); gradient against central differences
+    g = jax.grad(N)(params)
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    gflat, _ = jax.flatten_util.ravel_pytree(g)
+    np.testing.assert_allclose(flat @ gflat, order * N(params), rtol=1e-10)
+    h = 1e-6
+    fd = [(N(unravel(flat + h * e)) - N(unravel(flat - h * e))) / (2 * h) for e in np.eye(flat.size)]
+    np.testing.assert_allclose(gflat, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_kkt_point_two_methods_and_grid_scan(u_star):
+    u0, (u, residual, _) = u_star
+    assert residual <= 1.001e-8  # the event stops the flow where the residual crosses 1e-8
+    # KKT with the multiplier of Euler's theorem: ∇N(u*) = 2 N(u*) u*
+    g, _ = jax.flatten_util.ravel_pytree(jax.grad(N_SINGLE)(u))
+    flat, _ = jax.flatten_util.ravel_pytree(u)
+    np.testing.assert_allclose(g, 2 * N_SINGLE(u) * flat, atol=1e-6 * np.linalg.norm(g))
+    # projected gradient iteration reaches the same point
+    v, res_v, _ = ncf.spherical_ascent(N_SINGLE, u0, step=5e-2)
+    assert res_v <= 1.001e-8
+    assert 1 - ncf.cosine(u, v) < 1e-6
+    # separable net: each large neuron sits at the maximiser of the one-neuron NCF on the circle
+    angles = np.linspace(-np.pi, np.pi, 200_001)
+    grid = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    n_theta = (np.maximum(grid @ X.T, 0) ** 2) @ Y
+    best = angles[np.argmax(n_theta)]
+    W = np.asarray(u["W"])
+    big = np.linalg.norm(W, axis=1) >= 0.1 * np.linalg.norm(W, axis=1).max()
+    np.testing.assert_allclose(np.arctan2(W[big, 1], W[big, 0]), best, atol=1e-4)
+    # and N* = max of n on the circle (all of u*'s mass on that maximiser)
+    np.testing.assert_allclose(N_SINGLE(u), n_theta.max(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("order, model", [(2, "single"), (3, "two")])
+def test_escape_time_exact_on_the_ray(order, model):
+    """φ̇ = ∇N(φ) from δu* stays on the ray, with ṙ = L N* r^{L−1}: the formula is exact there."""
+    apply_fn = models.single_layer if model == "single" else kumar_haupt.two_layer_relu2
+    shapes = {"W": (3, 2)} if model == "single" else {"W": (3, 2), "v": (3,)}
+    N = ncf.ncf(apply_fn, X, Y)
+    u, _, _ = ncf.spherical_flow(N, kumar_haupt.unit_init(jax.random.PRNGKey(2), shapes))
+    n_star, delta, rho = float(N(u)), 1e-3, 0.05
+    predicted = ncf.escape_time(n_star, order, delta, rho)
+    traj = gflow.simulate(lambda w: -N(w), jax.tree.map(lambda x: delta * x, u), 10 * predicted,
+                          rtol=1e-10, event=lambda w: kumar_haupt._norm(w) - rho)
+    np.testing.assert_allclose(float(traj.t_event), predicted, rtol=1e-6)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="N\\* must be positive"):
+        ncf.escape_time(-1.0, 2, 1e-3, 0.1)
+    with pytest.raises(ValueError, match="0 < delta < rho"):
+        ncf.escape_time(1.0, 2, 0.5, 0.1)
+    with pytest.raises(ValueError, match="order"):
+        ncf.escape_time(1.0, 1, 1e-3, 0.1)
+    with pytest.raises(ValueError, match="shape"):
+        ncf.ncf(models.single_layer, X, Y[:3])
+    with pytest.raises(ValueError, match="zero"):
+        ncf.spherical_ascent(N_SINGLE, {"W": jnp.zeros((2, 2))})
+
+
+def test_quick_mode_smoke(tmp_path):
+    verdicts = kumar_haupt.run(tmp_path, quick=True)
+    saved = json.loads((tmp_path / "verdicts.json").read_text())
+    assert [v["claim"] for v in saved] == [v["claim"] for v in verdicts]
+    assert (tmp_path / "kumar_haupt.png").exists() and (tmp_path / "verdicts.md").exists()
+    by = {(v["claim"], v["description"][:12]): v for v in verdicts}
+    esc2 = by[("C2", "L=2: slope o")]
+    assert abs(esc2["measured"] / esc2["predicted"] - 1) < 0.03
+    assert all(v["pass"] for v in verdicts if v["claim"] in ("C2",))
+    c4 = [v for v in verdicts if v["claim"] == "C4"]
+    np.testing.assert_allclose(c4[0]["measured"], c4[0]["predicted"], rtol=1e-2)
