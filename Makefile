@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/gflow run --out results/demo
+	$(VENV)/bin/gflow align --out results/alignment
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -16,6 +16,7 @@ Writes `results.nc` (one netCDF group per experiment), `verdict.json`, `verdict.
 """
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -686,6 +687,7 @@ def run(cfg: AlignConfig, out_dir: Path) -> dict:
         start = time.perf_counter()
         results[name] = go()
         timing[name] = time.perf_counter() - start
+        print(f"gflow align: {name}: {len(results[name]['specs'])} runs in {timing[name]:.0f} s", flush=True)
         r, f = judge(results[name])
         rows += r
         fits.update(f)
@@ -727,7 +729,12 @@ def config_from_args(args) -> AlignConfig:
 
 
 def main(args) -> int:
+    import jax
+
     cfg = config_from_args(args)
+    # Compiled solves persist across runs (the tests' cache when run from the repository root).
+    jax.config.update("jax_compilation_cache_dir", os.environ.get("GFLOW_JAX_CACHE", ".jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     if cfg.mnist:  # fail before hours of compute if the files are missing
         from .. import data
 
