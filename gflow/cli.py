@@ -7,7 +7,7 @@ import sys
 
 _STUDIES = ("gflow.studies.single_run", "gflow.studies.sweep_cmd", "gflow.studies.alignment",
             "gflow.studies.boursier", "gflow.studies.kumar_haupt",
-            "gflow.studies.condensation")
+            "gflow.studies.condensation", "gflow.studies.hinge_meanfield")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -286,8 +286,8 @@ def run(out: Path, quick=False, rtol=1e-6) -> list:
     """All of D1–D3; quick mode uses fewer seeds, activations and a narrower net (≤ 1 min)."""
     start = time.perf_counter()
     if quick:
-        d1 = run_d1(range(3), 50, rtol)
-        d2 = run_d2(range(1), 50, rtol, activations=("tanh", "xtanh"))
+        d1 = run_d1(range(2), 50, rtol)
+        d2 = run_d2(range(1), 50, rtol, activations=("tanh",))
         d3 = run_d3(0, 50, rtol, activations=("tanh",), later=(0.9, 0.5))
     else:
         d1 = run_d1(range(10), 100, rtol)

@@ -171,10 +171,12 @@ def relative_displacement(gamma, d):
 
 
 def mean_abs_cos(gamma, d, nodes=None):
-    """E|cos(w_i, ŵ*)| = E|w∥(γ)|/√(w∥(γ)² + |w⊥|²) with |w⊥|² ≈ d − 1."""
+    """E|cos(w_i, ŵ*)| = E|w∥(γ)|/√(w∥(γ)² + |w⊥|²), |w⊥|² ~ χ²_{d−1} frozen (quadrature in both)."""
     a0, w0, weight = node_quadrature() if nodes is None else nodes
-    _, w = hyperbola(a0, w0, jnp.asarray(gamma)[..., None])
-    return jnp.sum(weight * jnp.abs(w) / jnp.sqrt(w**2 + d - 1), axis=-1)
+    q, wq = q_quadrature(d)
+    _, w = hyperbola(a0, w0, jnp.asarray(gamma)[..., None, None])
+    cos = jnp.abs(w) / jnp.sqrt(w**2 + d * q[:, None])
+    return jnp.sum(wq[:, None] * weight * cos, axis=(-2, -1))
 
 
 def initial_rate(d, alpha=1.0):

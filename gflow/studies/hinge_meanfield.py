@@ -1,0 +1,322 @@
+"""`gflow hinge-meanfield`: experiments E1–E4 of science_B §E (Pellegrini & Biroli, NeurIPS 2020):
+the gradient flow of a finite mean-field network against the closure of
+`gflow.theory.pellegrini2020` (a reconstruction [R]).
+
+The network f(x) = (α/M) Σ_i a_i ReLU(w_i·x/√d) is trained on N teacher-labelled Gaussian inputs
+(y = sign x₁, ŵ* = e₁) by the gradient flow of M·(1/(α²N)) Σ_μ ℓ_τ(y_μ f(x_μ)) (time rescaled by
+M, so that ȧ_i = (1/(αN)) Σ u_μ y_μ σ(w_i·x_μ/√d) as in §E), with the linear hinge
+max(0, h − z) smoothed as ℓ_τ(z) = τ·softplus((h − z)/τ); a τ-convergence study checks that the
+result does not depend on τ.
+
+- E1: γ_i(t) = ln[(a_i + w∥i)/(a_i + w∥i)(0)] against the closure while ≥ 30% of examples are
+  unsatisfied; spread over nodes, distance to the closure, frozen w⊥.
+- E2 (closure only): dγ/d ln t = ¼, unsatisfied fraction ∝ t^{−1/2} with the predicted
+  prefactor, dγ/dt(0) = 1/(α√(2πd)).
+- E3 (closure): α sweep; relative weight change RD and mean |cos(w_i, ŵ*)| at 90% satisfied; RD·α
+  constant on the lazy side.
+- E4: finite N: where the training fraction departs from the closure, against the heuristic.
+
+Writes `verdicts.json`, `verdicts.md`, `summary.json`, `gamma.png` (Fig. 1 style),
+`closure_laws.png` and `alpha_sweep.png` into --out.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+E2_D = 100  # the closure experiments use the paper's d = 100
+
+
+def _objective(params, args):
+    """M·(1/(α²N)) Σ_μ τ·softplus((h − y_μ f(x_μ))/τ)."""
+    import jax
+
+    from .. import models
+
+    f = models.mean_field(params, args["X"], args["alpha"])
+    tau = args["tau"]
+    margin = tau * jax.nn.softplus((args["h"] - args["y"] * f) / tau)
+    return params["a"].shape[0] * margin.mean() / args["alpha"] ** 2
+
+
+def _unsatisfied(params, args, X, y):
+    from .. import models
+
+    return (y * models.mean_field(params, X, args["alpha"]) < args["h"]).mean()
+
+
+_OBSERVABLES = {
+    "s": lambda p, args: p["a"] + p["W"][:, 0],  # a + w∥ = (a₀ + w∥₀) e^γ in the mean field
+    "train_fraction": lambda p, args: _unsatisfied(p, args, args["X"], args["y"]),
+    "test_fraction": lambda p, args: _unsatisfied(p, args, args["X_test"], args["y_test"]),
+    "test_error": lambda p, args: (args["y_test"] * _f(p, args, args["X_test"]) <= 0).mean(),
+    "dw_perp": lambda p, args: _norm_rows(p["W"][:, 1:] - args["W0"][:, 1:]) / _norm_rows(args["W0"][:, 1:]),
+    "rd": lambda p, args: _norm(p["W"] - args["W0"]) / _norm(args["W0"]),
+    "cos": lambda p, args: (abs(p["W"][:, 0]) / _norm_rows(p["W"])).mean(),
+}
+
+
+def _f(params, args, X):
+    from .. import models
+
+    return models.mean_field(params, X, args["alpha"])
+
+
+def _norm_rows(W):
+    import jax.numpy as jnp
+
+    return jnp.linalg.norm(W, axis=1)
+
+
+def _norm(W):
+    import jax.numpy as jnp
+
+    return jnp.linalg.norm(W)
+
+
+def teacher_data(N, d, seed):
+    """x ~ N(0, I_d), y = sign(x₁) (ŵ* = e₁), N examples."""
+    X = np.random.default_rng(seed).standard_normal((N, d))
+    return X, np.where(X[:, 0] > 0, 1.0, -1.0)
+
+
+def network_flow(N, d, M, t1, *, alpha=1.0, h=1.0, tau=1e-3, seed=0, rtol=1e-6, num_saves=60, n_test=4000):
+    """Gradient flow of the mean-field network; returns numpy arrays over save times: "t",
+    "gamma_nodes" (T, M) (nan for nodes with |a + w∥|(0) ≤ 0.5), "train_fraction",
+    "test_fraction", "test_error", "dw_perp_max", "rd", "cos", plus "status" and "num_steps"."""
+    import jax
+    import jax.numpy as jnp
+
+    from .. import models, simulate
+
+    X, y = teacher_data(N, d, seed)
+    X_test, y_test = teacher_data(n_test, d, seed + 10_000)
+    params = models.init_mean_field(jax.random.PRNGKey(seed), d, M)
+    args = {k: jnp.asarray(v) for k, v in dict(X=X, y=y, X_test=X_test, y_test=y_test, alpha=alpha, h=h, tau=tau).items()}
+    args["W0"] = params["W"]
+    ts = np.concatenate([[0.0], np.logspace(-1, np.log10(t1), num_saves - 1)[:-1], [t1]])
+    traj = simulate(_objective, params, t1, saveat=ts, rtol=rtol, observables=_OBSERVABLES, args=args, save_params=False, max_steps=200_000)
+    obs = {k: np.asarray(v) for k, v in traj.observables.items()}
+    s0 = obs["s"][0]
+    keep = np.abs(s0) > 0.5
+    gamma = np.where(keep, np.log(np.abs(obs["s"] / s0)), np.nan)
+    return {
+        "t": np.asarray(traj.ts),
+        "gamma_nodes": gamma,
+        "train_fraction": obs["train_fraction"],
+        "test_fraction": obs["test_fraction"],
+        "test_error": obs["test_error"],
+        "dw_perp_max": obs["dw_perp"].max(axis=1),
+        "rd": obs["rd"],
+        "cos": obs["cos"],
+        "status": str(traj.status),
+        "num_steps": int(traj.num_steps),
+    }
+
+
+def _verdict(experiment, claim, measured, predicted, tolerance, passed):
+    return {"experiment": experiment, "claim": claim, "measured": measured, "predicted": predicted, "tolerance": tolerance, "pass": bool(passed)}
+
+
+def _rel(a, b):
+    return float(np.max(np.abs(np.asarray(a) / np.asarray(b) - 1)))
+
+
+def run_e1(N, d, M, t1, taus, rtol):
+    """E1 and the τ-convergence study; returns (verdicts, network runs by τ, closure)."""
+    from ..theory import pellegrini2020 as pb
+
+    runs = {tau: network_flow(N, d, M, t1, tau=tau, rtol=rtol) for tau in taus}
+    net = runs[min(taus)]
+    theory = {k: np.asarray(v) for k, v in pb.closure(net["t"], d).items()}
+    window = (net["train_fraction"] >= 0.3) & (net["t"] >= 1.0)
+    g_mean = np.nanmean(net["gamma_nodes"], axis=1)
+    g_std = np.nanstd(net["gamma_nodes"], axis=1)
+    spread = float(np.max((g_std / g_mean)[window]))
+    dist = _rel(g_mean[window], theory["gamma"][window])
+    dperp = float(np.max(net["dw_perp_max"][window]))
+    verdicts = [
+        _verdict("E1", "spread of γ_i over nodes while frac ≥ 0.3", round(spread, 4), 0, "≤ 5% of the mean", spread <= 0.05),
+        _verdict("E1", "mean γ_i vs closure γ(t) while frac ≥ 0.3", round(dist, 4), 0, "≤ 5% relative", dist <= 0.05),
+        _verdict("E1", "w⊥ frozen: max ‖Δw⊥i‖/‖w⊥i(0)‖ while frac ≥ 0.3", round(dperp, 4), 0, "≤ 0.1", dperp <= 0.1),
+    ]
+    if len(taus) > 1:
+        ordered = sorted(taus)
+        diffs = [float(np.max(np.abs(np.nanmean(runs[t]["gamma_nodes"], 1) - g_mean)[window])) for t in ordered[1:]]
+        gap = diffs[0]
+        verdicts.append(_verdict("E1", f"τ-independence: max |γ(τ={ordered[1]:g}) − γ(τ={ordered[0]:g})| while frac ≥ 0.3 (larger τ: {dict(zip(ordered[1:], np.round(diffs, 5).tolist()))})", round(gap, 5), 0, "≤ 1% of γ", gap <= 0.01 * float(np.max(g_mean[window]))))
+    return verdicts, runs, theory
+
+
+def run_e2(d, t1=1e5, rtol=1e-8):
+    """E2: the closure's laws at d, α = h = 1."""
+    from ..theory import pellegrini2020 as pb
+
+    ts = np.concatenate([[0.0], np.logspace(-2, np.log10(t1), 71)])
+    c = {k: np.asarray(v) for k, v in pb.closure(ts, d, rtol=rtol).items()}
+    late = ts >= 1e3
+    slope = float(np.polyfit(np.log(ts[late]), c["gamma"][late], 1)[0])
+    later = ts >= 1e4
+    frac_slope = float(np.polyfit(np.log(ts[later]), np.log(c["fraction"][later]), 1)[0])
+    prefactor = _rel(c["fraction"][later], pb.late_fraction(ts[later], d))
+    rate0 = abs(float(c["rate"][0]) / pb.initial_rate(d) - 1)
+    verdicts = [
+        _verdict("E2", f"dγ/d ln t on t ∈ [1e3, {t1:g}] (d={d})", round(slope, 4), 0.25, "± 0.01", abs(slope - 0.25) <= 0.01),
+        _verdict("E2", f"unsatisfied fraction slope in ln t for t ≥ 1e4 (d={d})", round(frac_slope, 4), -0.5, "± 0.03", abs(frac_slope + 0.5) <= 0.03),
+        _verdict("E2", "unsatisfied fraction vs √2 (d/2π)^¼ t^−½ for t ≥ 1e4 (max rel. error)", round(prefactor, 4), 0, "≤ 10%", prefactor <= 0.1),
+        _verdict("E2", "dγ/dt(0) vs 1/(α√(2πd)) (rel. error)", float(f"{rate0:.2e}"), 0, "≤ 1%", rate0 <= 0.01),
+    ]
+    return verdicts, c
+
+
+def run_e3(d, alphas, rtol=1e-8):
+    """E3 (closure): RD and mean |cos(w, ŵ*)| at 90% satisfied for each α; RD·α on the lazy side."""
+    from ..theory import pellegrini2020 as pb
+
+    rows = []
+    for alpha in alphas:
+        ts = np.concatenate([[0.0], np.logspace(-2, 5, 141)])
+        c = {k: np.asarray(v) for k, v in pb.closure(ts, d, alpha=alpha, rtol=rtol).items()}
+        k = int(np.argmax(c["fraction"] <= 0.1))
+        if c["fraction"][k] > 0.1:
+            continue
+        # Interpolate in ln t to the crossing of 10% unsatisfied.
+        w = (c["fraction"][k - 1] - 0.1) / (c["fraction"][k - 1] - c["fraction"][k])
+        lerp = lambda x: float(x[k - 1] + w * (x[k] - x[k - 1]))  # noqa: E731
+        rows.append({"alpha": alpha, "kappa": pb.laziness(d, alpha), "gamma90": lerp(c["gamma"]), "rd90": lerp(c["rd"]), "cos90": lerp(c["cos"]), "t90": float(np.exp(lerp(np.log(np.maximum(ts, 1e-300)))))})
+    lazy = [r["rd90"] * r["alpha"] for r in rows if r["alpha"] >= 30]
+    spread = float(np.ptp(lazy) / np.mean(lazy)) if len(lazy) > 1 else float("nan")
+    kappa_gamma = [r["gamma90"] * r["kappa"] for r in rows if r["alpha"] >= 30]
+    verdicts = [
+        _verdict("E3", f"lazy side (α ≥ 30, d={d}): RD·α at 90% satisfied constant", np.round(lazy, 4).tolist(), "constant", "spread ≤ 20%", spread <= 0.2),
+        _verdict("E3", "lazy side: γ₉₀·κ (science_B: ≈ 8)", np.round(kappa_gamma, 3).tolist(), 8, "report", True),
+    ]
+    return verdicts, rows
+
+
+def run_e4(Ns, d, M, t1, rtol, tau):
+    """E4: where the network's training fraction departs (by > 10%) from the closure, per N."""
+    from ..theory import pellegrini2020 as pb
+
+    rows = []
+    for N in Ns:
+        net = network_flow(N, d, M, t1, tau=tau, rtol=rtol)
+        c = np.asarray(pb.closure(net["t"], d)["fraction"])
+        off = np.abs(net["train_fraction"] / c - 1) > 0.1
+        off &= net["t"] >= 1.0
+        departure = float(c[np.argmax(off)]) if off.any() else float(c[-1])
+        rows.append({"N": N, "departure_fraction": departure, "predicted": float(pb.departure_fraction(N, d)), "test_error_final": float(net["test_error"][-1]), "reached_t1_without_departure": bool(not off.any())})
+    verdicts = []
+    if len(rows) > 1:
+        dep = np.array([r["departure_fraction"] for r in rows])
+        exponent = float(-np.polyfit(np.log(Ns), np.log(dep), 1)[0])
+        verdicts.append(_verdict("E4", f"departure fraction ∝ (d/N)^x, N ∈ {list(Ns)}", round(exponent, 3), "x ∈ [0.2, 0.5] (heuristic 1/3)", "range", 0.2 <= exponent <= 0.5))
+        errs = [r["test_error_final"] for r in rows]
+        verdicts.append(_verdict("E4", "final test error falls with N", np.round(errs, 4).tolist(), "decreasing", "monotone", all(np.diff(errs) < 0)))
+    return verdicts, rows
+
+
+def markdown_table(verdicts):
+    """The verdicts as a markdown table."""
+    rows = ["| exp | claim | measured | predicted | tolerance | pass |", "|---|---|---|---|---|---|"]
+    rows += [f"| {v['experiment']} | {v['claim']} | {v['measured']} | {v['predicted']} | {v['tolerance']} | {'yes' if v['pass'] else 'NO'} |" for v in verdicts]
+    return "\n".join(rows) + "\n"
+
+
+def _plots(out, runs, theory, e2, e3):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..theory import pellegrini2020 as pb
+
+    net = runs[min(runs)]
+    t = net["t"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(t, net["gamma_nodes"][:, ::5], color="0.7", lw=0.5)
+    for tau, r in sorted(runs.items()):
+        ax1.plot(t, np.nanmean(r["gamma_nodes"], 1), lw=1.5, label=f"network mean γ_i, τ={tau:g}")
+    ax1.plot(t, theory["gamma"], "k--", label="closure γ(t)")
+    ax1.set(xscale="log", xlabel="t", ylabel="γ", title="γ_i(t): network (grey: nodes) vs closure")
+    ax1.legend(fontsize=7)
+    ax2.loglog(t[1:], net["train_fraction"][1:], label="network, train")
+    ax2.loglog(t[1:], net["test_fraction"][1:], label="network, test")
+    ax2.loglog(t[1:], theory["fraction"][1:], "k--", label="closure")
+    ax2.set(xlabel="t", ylabel="unsatisfied fraction", title="examples with y f < h")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "gamma.png", dpi=120)
+    plt.close(fig)
+
+    _, c = e2
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.semilogx(c["t"][1:], c["gamma"][1:], label="closure")
+    ax1.semilogx(c["t"][1:], pb.late_gamma(c["t"][1:], E2_D), "--", label="¼ ln t + const")
+    ax1.set(xlabel="t", ylabel="γ", ylim=(0, None))
+    ax1.legend()
+    ax2.loglog(c["t"][1:], c["fraction"][1:], label="closure")
+    ax2.set(xlabel="t", ylabel="unsatisfied fraction")
+    fig.tight_layout()
+    fig.savefig(out / "closure_laws.png", dpi=120)
+    plt.close(fig)
+
+    rows = e3[1]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.loglog([r["alpha"] for r in rows], [r["rd90"] for r in rows], "o-", label="RD at 90% satisfied")
+    ax.loglog([r["alpha"] for r in rows], [r["cos90"] for r in rows], "s-", label="mean |cos(w, ŵ*)|")
+    ax.set(xlabel="α", title="closure: rich (small α) vs lazy (large α)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "alpha_sweep.png", dpi=120)
+    plt.close(fig)
+
+
+def run(out: Path, quick=False, rtol=1e-6) -> list:
+    """E1–E4; quick mode: smaller network and fewer points (≤ 1 min on an idle machine)."""
+    start = time.perf_counter()
+    if quick:
+        e1 = run_e1(N=500, d=20, M=50, t1=30.0, taus=(1e-2, 1e-3), rtol=rtol)
+        e2 = run_e2(d=E2_D, t1=1e5)
+        e3 = run_e3(d=E2_D, alphas=(1, 30, 300))
+        e4 = ([], [])
+    else:
+        e1 = run_e1(N=2000, d=20, M=200, t1=60.0, taus=(1e-2, 3e-3, 1e-3), rtol=rtol)
+        e2 = run_e2(d=E2_D, t1=1e5)
+        e3 = run_e3(d=E2_D, alphas=(0.3, 1, 3, 10, 30, 100, 300))
+        e4 = run_e4(Ns=(500, 1000, 2000), d=20, M=100, t1=60.0, rtol=rtol, tau=1e-3)
+    verdicts = e1[0] + e2[0] + e3[0] + e4[0]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "verdicts.json").write_text(json.dumps(verdicts, indent=2, default=_jsonable))
+    (out / "verdicts.md").write_text(markdown_table(verdicts))
+    summary = {
+        "quick": quick,
+        "wall_seconds": time.perf_counter() - start,
+        "e1_network": {str(tau): {k: r[k] for k in ("status", "num_steps")} for tau, r in e1[1].items()},
+        "e3_alpha_sweep": e3[1],
+        "e4_finite_N": e4[1],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
+    _plots(out, e1[1], e1[2], e2, e3)
+    return verdicts
+
+
+def _jsonable(x):
+    return x.tolist() if hasattr(x, "tolist") else str(x)
+
+
+def register(subparsers):
+    p = subparsers.add_parser("hinge-meanfield", help="Pellegrini & Biroli 2020: mean-field hinge theory (E1–E4)")
+    p.add_argument("--quick", action="store_true", help="small version in about a minute")
+    p.add_argument("--rtol", type=float, default=1e-6)
+    p.add_argument("--out", type=Path, default=Path("results/hinge_meanfield"))
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    verdicts = run(args.out, quick=args.quick, rtol=args.rtol)
+    print(markdown_table(verdicts))
+    print(f"wrote {args.out}/verdicts.json, verdicts.md, summary.json and figures")
+    return 0

@@ -1,0 +1,96 @@
+"""The automatic orientation count, the leading-order directions of Zhou et al. (2022) and the
+D1–D3 study (smoke test of its quick mode)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gflow import condensation as cond
+from gflow import models, observables
+from gflow.studies import condensation as study
+from gflow.theory import zhou2022
+
+
+def _cluster(rng, direction, count, spread, scale=1.0):
+    u = direction / np.linalg.norm(direction)
+    return scale * (u + spread * rng.standard_normal((count, u.size)))
+
+
+def test_count_on_planted_orientations():
+    rng = np.random.default_rng(0)
+    u1, u2 = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 1.0]) / np.sqrt(2)
+    W = np.vstack([
+        _cluster(rng, u1, 10, 0.01),
+        _cluster(rng, -u1, 6, 0.01),  # the antipode: a distinct orientation on the same line
+        _cluster(rng, u2, 8, 0.01),
+        _cluster(rng, np.array([1.0, -1.0, 0.3]), 1, 0.0),  # a lone neuron: not counted
+        _cluster(rng, np.array([0.0, 0.0, 1.0]), 5, 0.01, scale=0.01),  # inactive (small)
+    ])
+    c = observables.condensation(W)
+    assert (c.num_orientations, c.num_lines, c.num_active) == (3, 2, 25)
+    assert c.quality == pytest.approx(24 / 25)
+    np.testing.assert_array_equal(c.sizes, [10, 8, 6])
+    planted = np.stack([u1, u2, -u1])
+    assert np.all(np.sum(c.centroids * planted, axis=1) > 0.999)
+    assert np.all(c.labels[-5:] == -1) and c.labels[24] == -1
+    grid = cond.robustness(W)
+    assert grid["num_orientations"].shape == (4, 3)
+    assert np.all(grid["num_lines"] == 2)
+
+
+def test_heatmap_order_keeps_clusters_contiguous():
+    rng = np.random.default_rng(1)
+    W = np.vstack([_cluster(rng, np.array([1.0, 0.2]), 7, 0.02), _cluster(rng, np.array([-1.0, -0.2]), 5, 0.02)])
+    W = W[rng.permutation(len(W))]
+    side = (W @ np.array([1.0, 0.2]) > 0)[cond.heatmap_order(W)]
+    assert np.count_nonzero(np.diff(side.astype(int))) == 1
+    D = cond.cosine_similarity(W)
+    np.testing.assert_allclose(np.diag(D), 1.0)
+
+
+@pytest.mark.parametrize("W", [np.zeros((3, 2)), np.ones(4), np.array([[1.0, np.nan]])])
+def test_bad_weights_raise(W):
+    with pytest.raises(ValueError):
+        cond.condensation(W)
+
+
+def test_leading_order_directions_against_brute_force():
+    # d = 1: orientations on the circle, so a dense angle grid is an independent reference.
+    X, y = study.fig5_data()
+    theta = np.linspace(-np.pi, np.pi, 200_001)[:-1]
+    U = np.stack([np.cos(theta), np.sin(theta)], axis=1)
+    Z = U @ np.asarray(models.with_bias(X)).T
+    for p in (1, 2, 3):
+        T = (Z**p) @ y
+        is_max = (T > np.roll(T, 1)) & (T > np.roll(T, -1)) & (T > 0)
+        brute = U[is_max]
+        if p == 1:
+            predicted = zhou2022.direction_p1(X, -y)[None]
+        elif p == 2:
+            predicted = np.stack(zhou2022.directions_p2(X, -y)[:1])
+            predicted = np.vstack([predicted, -predicted])  # T_2 is even: both ends are maxima
+        else:
+            predicted = zhou2022.maxima_p3(X, -y)
+        assert len(predicted) == len(brute), p
+        assert np.all(np.max(np.abs(predicted @ brute.T), axis=1) > 1 - 1e-8), p
+
+
+def test_multiplicity_rejects_relu():
+    with pytest.raises(ValueError, match="multiplicity"):
+        zhou2022.multiplicity("relu")
+
+
+def test_quick_mode_smoke(tmp_path):
+    verdicts = study.run(tmp_path, quick=True)
+    assert json.loads((tmp_path / "verdicts.json").read_text()) == json.loads(json.dumps(verdicts, default=str))
+    for name in ("verdicts.md", "heatmaps_D1.png", "heatmaps_D2.png", "counts_D3.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert {v["experiment"] for v in verdicts} == {"D1", "D2", "D3"}
+    # p = 1 is proved (Zhou et al., Thm. for p = 1): the largest neurons point along ±ĝ.
+    X, y = study.fig5_data()
+    r = study.initial_stage(X, y, "tanh", 50, 0)
+    big = np.argsort(-np.linalg.norm(r["W"], axis=1))[:5]
+    g = zhou2022.direction_p1(X, r["residual"])
+    cos = np.abs(r["W"][big] @ g) / np.linalg.norm(r["W"][big], axis=1)
+    assert np.all(cos > 0.99)
