@@ -94,3 +94,23 @@ def test_quick_mode_smoke(tmp_path):
     g = zhou2022.direction_p1(X, r["residual"])
     cos = np.abs(r["W"][big] @ g) / np.linalg.norm(r["W"][big], axis=1)
     assert np.all(cos > 0.99)
+
+
+def test_bias_and_residual_nets_against_numpy():
+    import jax
+
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((6, 3))
+    params = models.init_residual(jax.random.PRNGKey(0), 3, 4, 2, 0.5)
+    acts = ("xtanh", "sigmoid")
+    Xt = np.hstack([X, np.ones((6, 1))])
+    h = Xt @ np.asarray(params["W"]).T
+    z = np.hstack([h, np.ones((6, 1))]) @ np.asarray(params["layers"][0]).T
+    h = z * np.tanh(z) + h
+    z = np.hstack([h, np.ones((6, 1))]) @ np.asarray(params["layers"][1]).T
+    h = 1 / (1 + np.exp(-z)) + h
+    np.testing.assert_allclose(models.residual(params, X, acts), h @ np.asarray(params["a"]), rtol=1e-12)
+    two = np.tanh(Xt @ np.asarray(params["W"]).T) @ np.asarray(params["a"])
+    np.testing.assert_allclose(models.two_layer_bias(params, X, "tanh"), two, rtol=1e-12)
+    with pytest.raises(ValueError, match="activations"):
+        models.residual(params, X, ("tanh",))

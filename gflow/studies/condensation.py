@@ -229,12 +229,13 @@ def _record(experiment, activation, seed, r, c, **extra):
         "K_line": c.num_lines,
         "q": c.quality,
         "active": c.num_active,
-        "robust_K": cond_grid(r["W"]),
+        "robust_K": _robust_counts(r["W"]),
         **extra,
     }
 
 
-def cond_grid(W):
+def _robust_counts(W):
+    # K over the robustness grid (rows: cos thresholds, columns: norm cuts).
     from .. import condensation as cond
 
     return cond.robustness(W)["num_orientations"].tolist()
