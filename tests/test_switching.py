@@ -1,0 +1,229 @@
+"""Tests of gflow.switching: Filippov integration across ReLU switching surfaces.
+
+References: a 2-D flow whose Filippov solution (reach the surface, slide, exit) is known in
+closed form; scipy DOP853 at rtol 1e-12 on a net that only crosses surfaces; the same solve with
+a second integrator (Dopri8) where the plain reference would grind.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gflow
+from gflow import baselines, losses, models
+from gflow.switching import Switching
+
+# ---- a 2-D Filippov flow with a closed-form solution -------------------------------------
+#
+# L(u, w) = −u + 2·relu(w) − (c − u)·w, switching function s = w. Below the surface (w < 0):
+# u' = 1 − w, w' = c − u, so p = u − c solves p'' = p. On w = 0 the one-sided normal velocities
+# are a = c − u (from below) and b = c − u − 2 (from above): the flow slides while c − 2 < u < c,
+# with u' = 1 (the Filippov field is tangent), and leaves downwards when u reaches c.
+C = 1.0
+U0, W0 = 0.0, -0.2
+T_END = 2.0
+
+
+def _slide_objective(params):
+    u, w = params["u"], params["w"]
+    return -u + 2 * jax.nn.relu(w) - (C - u) * w
+
+
+SLIDE = Switching(
+    surfaces=lambda params: params["w"][None],
+    objective=lambda params, p: -params["u"] + 2 * p[0] * params["w"] - (C - params["u"]) * params["w"],
+)
+
+
+def _slide_closed_form(t_end):
+    # phase 1: p = A eᵗ + B e⁻ᵗ with p(0) = U0 − C, p'(0) = 1 − W0; w = 1 − p'
+    p0, dp0 = U0 - C, 1 - W0
+    A, B = (p0 + dp0) / 2, (p0 - dp0) / 2
+    z = (1 - np.sqrt(1 + 4 * A * B)) / (2 * A)  # w = 0 ⇔ A z² − z − B = 0, z = eᵗ, first root
+    t_hit = np.log(z)
+    u_hit = C + A * z + B / z
+    t_exit = t_hit + (C - u_hit)  # u' = 1 on the surface until u = C
+    tau = t_end - t_exit  # phase 3 from (C, 0): p = sinh τ, w = 1 − cosh τ
+    return t_hit, u_hit, t_exit, (C + np.sinh(tau), 1 - np.cosh(tau))
+
+
+def test_closed_form_is_a_sliding_solution():
+    t_hit, u_hit, t_exit, _ = _slide_closed_form(T_END)
+    assert 0 < t_hit < t_exit < T_END
+    assert C - 2 < u_hit < C  # attractive from both sides on arrival
+
+
+@pytest.fixture(scope="module")
+def slide_runs():
+    params0 = {"u": jnp.asarray(U0), "w": jnp.asarray(W0)}
+    ts = jnp.linspace(0.0, T_END, 9)
+    out = {}
+    for rtol in (1e-6, 1e-10):
+        out[rtol] = gflow.simulate(_slide_objective, params0, T_END, rtol=rtol, saveat=ts, switching=SLIDE)
+    out["plain"] = gflow.simulate(
+        _slide_objective, params0, T_END, rtol=1e-10, switching=False, max_steps=20_000
+    )
+    return out
+
+
+def test_sliding_closed_form_to_1e8(slide_runs):
+    traj = slide_runs[1e-10]
+    u_ref, w_ref = _slide_closed_form(T_END)[3]
+    assert traj.status == "success"
+    assert abs(float(traj.final_params["u"]) - u_ref) < 1e-8
+    assert abs(float(traj.final_params["w"]) - w_ref) < 1e-8
+    stats = {k: int(v) for k, v in traj.stats.items()}
+    assert stats["num_sliding_starts"] == 1 and stats["num_sliding_exits"] == 1
+    assert stats["num_crossings"] == 0 and stats["sliding_final"] == 0
+
+
+def test_sliding_saved_states_follow_the_surface(slide_runs):
+    traj = slide_runs[1e-10]
+    t_hit, u_hit, t_exit, _ = _slide_closed_form(T_END)
+    ts = np.asarray(traj.ts)
+    on = (ts > t_hit) & (ts < t_exit)
+    assert on.any()
+    np.testing.assert_allclose(np.asarray(traj.params["w"])[on], 0.0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(traj.params["u"])[on], u_hit + ts[on] - t_hit, atol=1e-9)
+    np.testing.assert_allclose(traj.loss, jax.vmap(_slide_objective)(traj.params), rtol=1e-14)
+
+
+def test_sliding_cheaper_and_more_accurate_than_plain(slide_runs):
+    u_ref, w_ref = _slide_closed_form(T_END)[3]
+    plain, sw = slide_runs["plain"], slide_runs[1e-10]
+    err = lambda tr: max(abs(float(tr.final_params["u"]) - u_ref), abs(float(tr.final_params["w"]) - w_ref))
+    assert int(sw.num_steps) * 20 < int(plain.num_steps)
+    assert err(sw) < err(plain)
+    assert err(slide_runs[1e-6]) < 1e-5  # global error ~10·rtol, as for smooth flows
+
+
+# ---- two-layer ReLU nets ------------------------------------------------------------------
+
+
+def _problem(seed, n=6, d=3, width=4, init_scale=0.3):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = np.where(X @ rng.standard_normal(d) > 0, 1.0, -1.0)
+    params0 = models.init_two_layer(jax.random.PRNGKey(seed), d, width, init_scale)
+    return X, y, params0
+
+
+def _flat(params):
+    return np.concatenate([np.ravel(params["W"]), np.ravel(params["v"])])
+
+
+def test_objective_carries_switching_for_piecewise_linear_nets_only():
+    import functools
+
+    X, y, params0 = _problem(0)
+    relu = losses.objective(models.two_layer, "exponential", X, y)
+    leaky = losses.objective(functools.partial(models.two_layer, activation="leaky_relu"), "logistic", X, y)
+    smooth = losses.objective(functools.partial(models.two_layer, activation="tanh"), "logistic", X, y)
+    opaque = losses.objective(lambda p, X: models.two_layer(p, X), "logistic", X, y)
+    assert relu.switching is not None and leaky.switching is not None
+    assert smooth.switching is None and opaque.switching is None
+    # the frozen-pattern objective at the current pattern is the objective, and so is its gradient
+    for L in (relu, leaky):
+        s = L.switching.surfaces(params0)
+        np.testing.assert_allclose(s, X @ params0["W"].T, rtol=1e-15)
+        pattern = (s > 0).astype(float)
+        frozen = jax.jit(jax.value_and_grad(lambda p: L.switching.objective(p, pattern)))
+        (value, grad), (value_ref, grad_ref) = frozen(params0), jax.jit(jax.value_and_grad(L))(params0)
+        np.testing.assert_allclose(value, value_ref, rtol=1e-14)
+        np.testing.assert_allclose(_flat(grad), _flat(grad_ref), rtol=1e-12)
+
+
+def test_smooth_objective_uses_the_plain_solve():
+    import functools
+
+    from gflow.flow import _resolve_switching
+
+    X, y, params0 = _problem(0)
+    L = losses.objective(functools.partial(models.two_layer, activation="tanh"), "logistic", X, y)
+    assert _resolve_switching(None, L, params0, None) is None
+    relu = losses.objective(models.two_layer, "exponential", X, y)
+    assert _resolve_switching(False, relu, params0, None) is None
+    assert _resolve_switching(None, relu, params0, None) is relu.switching
+
+
+def test_bad_switching_argument_raises():
+    X, y, params0 = _problem(0)
+    L = losses.objective(models.two_layer, "exponential", X, y)
+    with pytest.raises(ValueError, match="switching must be"):
+        gflow.simulate(L, params0, 1.0, switching="on")
+    bad = Switching(surfaces=lambda p: p["W"] @ p["W"], objective=lambda p, q: 0.0)
+    with pytest.raises(ValueError, match="switching could not be evaluated"):
+        gflow.simulate(L, params0, 1.0, switching=bad)
+
+
+@pytest.fixture(scope="module")
+def crossing_problem():
+    # seed 3: twenty crossings on [0, 10] and no sliding, so scipy's reference does not grind
+    X, y, params0 = _problem(3)
+    L = losses.objective(models.two_layer, "exponential", X, y)
+    grad = baselines.two_layer_numpy_grad(X, y, "exponential", "mean")
+    _, ref, _ = baselines.scipy_flow(
+        lambda p: dict(zip(("W", "v"), grad(p["W"], p["v"]))),
+        jax.tree.map(np.asarray, params0),
+        10.0,
+        rtol=1e-10,
+    )
+    return L, params0, _flat(ref[-1])
+
+
+def test_crossings_agree_with_scipy_dop853_and_vmap(crossing_problem):
+    L, params0, ref = crossing_problem
+    traj = gflow.simulate(L, params0, 10.0, rtol=1e-8)
+    assert traj.status == "success"
+    assert int(traj.stats["num_crossings"]) > 5 and int(traj.stats["num_sliding_starts"]) == 0
+    assert np.max(np.abs(_flat(traj.final_params) - ref)) < 1e-8
+    # a batch of initial scales runs in one vmapped solve, lane by lane equal to single solves
+    scales = jnp.asarray([1.0, 0.5])
+    batch = jax.vmap(lambda c: gflow.simulate(L, jax.tree.map(lambda x: c * x, params0), 10.0, rtol=1e-8))(
+        scales
+    )
+    half = gflow.simulate(L, jax.tree.map(lambda x: 0.5 * x, params0), 10.0, rtol=1e-8)
+    for lane, single in ((0, traj), (1, half)):
+        lane_params = jax.tree.map(lambda x: x[lane], batch.final_params)
+        np.testing.assert_allclose(_flat(lane_params), _flat(single.final_params), atol=1e-12)
+    assert list(batch.status) == ["success", "success"]
+
+
+@pytest.mark.slow
+def test_crossings_more_accurate_than_plain(crossing_problem):
+    L, params0, ref = crossing_problem
+    traj = gflow.simulate(L, params0, 10.0, rtol=1e-8)
+    plain = gflow.simulate(L, params0, 10.0, rtol=1e-8, switching=False)
+    err = np.max(np.abs(_flat(traj.final_params) - ref))
+    assert err < np.max(np.abs(_flat(plain.final_params) - ref)) / 10
+    assert int(traj.num_steps) < int(plain.num_steps)
+
+
+@pytest.mark.slow
+def test_two_layer_sliding_second_integrator():
+    # seed 1: a neuron slides on a data point's surface and leaves it again; a plain reference
+    # would chatter, so Tsit5 is checked against Dopri8 at tight tolerance
+    X, y, params0 = _problem(1)
+    L = losses.objective(models.two_layer, "exponential", X, y)
+    tsit = gflow.simulate(L, params0, 10.0, rtol=1e-10)
+    dopri = gflow.simulate(L, params0, 10.0, rtol=1e-10, solver="dopri8")
+    assert int(tsit.stats["num_sliding_starts"]) >= 1 and int(tsit.stats["num_sliding_exits"]) >= 1
+    np.testing.assert_allclose(_flat(tsit.final_params), _flat(dopri.final_params), atol=1e-9)
+
+
+@pytest.mark.slow
+def test_issue_problem_twenty_times_fewer_steps_at_rtol_1e8():
+    # the issue's problem: n=40, d=10, width 20, ε=1e-2, t ∈ [0, 5], exponential loss
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 10))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = np.where(X @ rng.standard_normal(10) > 0, 1.0, -1.0)
+    L = losses.objective(models.two_layer, "exponential", X, y)
+    params0 = models.init_two_layer(jax.random.PRNGKey(0), 10, 20, 1e-2)
+    ref = _flat(gflow.simulate(L, params0, 5.0, rtol=1e-12, solver="dopri8").final_params)
+    sw = gflow.simulate(L, params0, 5.0, rtol=1e-8)
+    plain = gflow.simulate(L, params0, 5.0, rtol=1e-8, switching=False, max_steps=400_000)
+    assert int(sw.num_steps) * 20 <= int(plain.num_steps)
+    assert np.max(np.abs(_flat(sw.final_params) - ref)) < np.max(np.abs(_flat(plain.final_params) - ref))
