@@ -23,6 +23,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/work_precision.py
+	$(PY) benchmarks/kinks.py --quick
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
