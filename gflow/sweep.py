@@ -255,6 +255,7 @@ def two_layer_separated(point: dict) -> Problem:
     μ-separated equiangular data (`gflow.data.separated`), balanced init at scale ε.
 
     Settings: `n`, `d` (default n + 1), `width`, `mu`, `init_scale`, `seed` (data and init),
+    `equiangular` (default: d ≥ n + 1; else the orthant construction of `data.separated`),
     `loss` ("exponential"), `activation` ("relu"), `reduction` ("sum"). Observable: ‖θ‖.
     """
     import jax
@@ -266,7 +267,7 @@ def two_layer_separated(point: dict) -> Problem:
         raise ValueError(f"unknown key(s) {sorted(extra)} for two_layer_separated")
     n, mu, seed = point.get("n", 20), point.get("mu", 0.2), point.get("seed", 0)
     d = point.get("d", n + 1)
-    X, y = data.separated(seed, n, d, mu)
+    X, y = data.separated(seed, n, d, mu, equiangular=point.get("equiangular", d >= n + 1))
     params0 = models.init_two_layer(
         jax.random.PRNGKey(seed), d, point.get("width", 50), point.get("init_scale", 1e-6)
     )
@@ -282,7 +283,7 @@ def two_layer_separated(point: dict) -> Problem:
 
 
 two_layer_separated.parameters = frozenset(
-    {"n", "d", "width", "mu", "init_scale", "seed", "loss", "activation", "reduction"}
+    {"n", "d", "width", "mu", "init_scale", "seed", "equiangular", "loss", "activation", "reduction"}
 )
 
 PROBLEMS = {"two_layer_separated": two_layer_separated}

@@ -1,6 +1,7 @@
 """Sweeps: grid expansion, TOML parsing and validation, closed-form results with failing points,
 identical results between chunk sizes and executors, resume after a killed process."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -193,30 +194,46 @@ def test_cli_bad_config_exit_code(tmp_path, capsys):
     assert "'mu' must lie in (0, 1]" in capsys.readouterr().err
 
 
-def test_resume_after_killed_subprocess(tmp_path):
+RESUME_TOML = """
+problem = "test_sweep:linear_problem"
+[axes]
+rate = [-1.0, 0.5, 300.0]
+seed = [0, 1, 2, 3, 4, 5, 6, 7]
+[solve]
+t1 = 2.0
+num_saves = 3
+rtol = 1e-8
+max_steps = 40
+lanes = 2
+"""
+
+
+def test_resume_after_killed_subprocess(tmp_path, local2):
     """SIGKILL a `gflow sweep` after its first chunk; rerunning finishes the rest, ignores a
     half-written temporary file, and gives the dataset of an uninterrupted run."""
     config = tmp_path / "sweep.toml"
-    config.write_text(TOML)
-    reference = sweep.run(sweep.load_spec(config), out=tmp_path / "ref", chunk_size=1, progress=False)
+    config.write_text(RESUME_TOML)
+    spec = dataclasses.replace(linear_spec(), axes={"rate": RATES, "seed": list(range(8))})
+    reference = sweep.run(spec, out=tmp_path / "ref", chunk_size=2, progress=False)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "gflow.cli", "sweep", str(config), "--out", str(out), "--chunk-size", "1"]
-    proc = subprocess.Popen(cmd, env=CHILD_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [sys.executable, "-m", "gflow.cli", "sweep", str(config), "--out", str(out), "--chunk-size", "2"]
+    env = {**CHILD_ENV, "PYTHONPATH": str(Path(__file__).parent)}  # to import this module
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     chunks = out / sweep.CHUNKS
     deadline = time.monotonic() + 240
     while not list(chunks.glob("*.npz")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
+        time.sleep(0.001)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = {p: p.stat().st_mtime_ns for p in chunks.glob("*.npz")}
-    assert 1 <= len(before) < 16, f"kill landed after {len(before)} of 16 chunks"
+    assert 1 <= len(before) < 12, f"kill landed after {len(before)} of 12 chunks"
     assert not (out / sweep.RESULTS).exists()
-    (chunks / ".chunk-00000009-00001.npz.999.tmp").write_bytes(b"half a file")
-    done = subprocess.run(cmd, env=CHILD_ENV, capture_output=True, text=True, timeout=300)
+    (chunks / ".chunk-00000010-00002.npz.999.tmp").write_bytes(b"half a file")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "16 points (16 success)" in done.stdout
+    assert "24 points (16 success, 8 max_steps)" in done.stdout
     resumed = sweep.load(out)
-    for name in ("loss", "obs_param_norm", "status", "num_steps", "t_final"):
+    for name in ("loss", "obs_norm", "status", "num_steps", "t_final"):
         np.testing.assert_array_equal(resumed[name].values, reference[name].values)
     # Chunks written before the kill were kept, not recomputed.
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
