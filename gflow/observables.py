@@ -121,3 +121,11 @@ def alignment_indicator(X, y, delta=1e-2):
         return aligned(params, X, y, delta).astype(params["W"].dtype)
 
     return indicator
+
+
+def group_energies(params):
+    """(A_+, A_−) = (Σ_{v_j>0} ‖w_j‖², Σ_{v_j<0} ‖w_j‖²), shape (2,): the group energies of the
+    late-phase stable-rank limit (`gflow.theory.min2024.stable_rank_limit`)."""
+    sq = jnp.sum(params["W"] ** 2, axis=1)
+    v = params["v"]
+    return jnp.stack([jnp.sum(jnp.where(v > 0, sq, 0.0)), jnp.sum(jnp.where(v < 0, sq, 0.0))])

@@ -171,3 +171,8 @@ def test_cli_rejects_bad_options(capsys):
     assert "--seeds must be ≥ 2" in capsys.readouterr().err
     assert main(["align", "--mnist", "/nonexistent"]) == 2
     assert "train-images-idx3-ubyte" in capsys.readouterr().err
+
+
+def test_group_energies():
+    W = np.array([[3.0, 4.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    np.testing.assert_allclose(obs.group_energies({"W": W, "v": np.array([1.0, -2.0, 0.5])}), [29.0, 1.0])

@@ -9,9 +9,10 @@ exponential or 2·logistic loss, on equiangular data of separation exactly μ (`
 4. the late phase: L·t bounded, stable rank → `min2024.stable_rank_limit`, balancedness,
 5. the same observables on digits 0 vs 1 (and MNIST when `--mnist DIR` is given).
 
-All grid points of one data shape run as lanes of one `jax.vmap`-ed, jitted `gflow.simulate`
-(the data, loss, scale and phase are lane *data*, so each shape compiles once). A lane runs in
-phases: to t_align (alignment event), to t_esc (loss ≤ L(0)/2), then free to `t_late`.
+The synthetic grid points of one padded data shape run as lanes through one jitted
+`gflow.simulate` (the data, loss, scale, tolerances and phase are lane *data*, passed as
+`args`, so each shape compiles once). A lane runs in phases: to t_align (alignment event), to
+t_esc (loss ≤ L(0)/2), then free to `t_late`. See docs/alignment.md for the measured verdict.
 Writes `results.nc` (one netCDF group per experiment), `verdict.json`, `verdict.md` and figures.
 """
 
@@ -31,6 +32,8 @@ NUM_SAVES = 48
 
 @dataclass(frozen=True)
 class AlignConfig:
+    """The grids of `gflow align` (defaults: the `make demo` grid; `FULL` overrides for --full)."""
+
     seeds: tuple = (0, 1, 2)
     n: int = 20  # μ- and ε-grids: n points, d = n + 1, half of each class
     width: int = 50
@@ -85,13 +88,7 @@ def _event(params, lane):
 
 
 def _observables():
-    import jax.numpy as jnp
-
     from .. import observables as obs
-
-    def energies(p, lane):
-        sq = jnp.sum(p["W"] ** 2, axis=1)
-        return jnp.stack([jnp.sum(jnp.where(p["v"] > 0, sq, 0.0)), jnp.sum(jnp.where(p["v"] < 0, sq, 0.0))])
 
     return {
         "cos": lambda p, lane: obs.class_cosines(lane["X"], lane["y"])(p),
@@ -99,7 +96,7 @@ def _observables():
         "balancedness": lambda p, lane: obs.balancedness(p),
         "stable_rank": lambda p, lane: obs.weight_stable_rank(p),
         "norms": lambda p, lane: obs.neuron_norms(p),
-        "energy": energies,
+        "energy": lambda p, lane: obs.group_energies(p),
     }
 
 
