@@ -22,7 +22,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(PY) benchmarks/work_precision.py
+	$(PY) benchmarks/report.py
 	$(PY) benchmarks/kinks.py --quick
 
 clean:

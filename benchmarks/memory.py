@@ -3,7 +3,8 @@
 Issue 7, comparison 5. The solve of `gflow.simulate` (two-layer ReLU, exponential loss, μ-separated
 data) is compiled with `jax.jit(...).lower(...).compile()` and XLA's buffer assignment reports
 its peak memory (`memory_analysis().peak_memory_in_bytes`: arguments + outputs + temporaries),
-the same number on every run and every machine load. Three ways of recording a trajectory:
+the same number on every run and every machine load. gflow runs the plain adaptive solve
+(`switching=False`, as in work_precision.py). Three ways of recording a trajectory:
 
 - gflow, observables only (`save_params=False`): loss, ‖w_j‖ and v_j² − ‖w_j‖² at the save times;
 - gflow, full weights saved at the same times (`save_params=True`);
@@ -48,7 +49,7 @@ def gflow_solve(objective, t1, saves, max_steps, save_params):
 
     def solve(params0):
         return gflow.simulate(objective, params0, t1, saveat=ts, observables=OBSERVABLES,
-                              save_params=save_params, max_steps=max_steps)  # fmt: skip
+                              save_params=save_params, max_steps=max_steps, switching=False)  # fmt: skip
 
     return jax.jit(solve)
 

@@ -8,7 +8,7 @@ measured within this run):
 
 Writes into `--out` (default results/bench): `REPORT.md` (tables), `bench.json` (every figure),
 `work_precision.png` (work-precision plots), and the JSON of each part. Kinks and sweeps are run
-through their own `main(["--out", FILE, ...])` and read back from the JSON they write; a part
+through their own `main()` with `sys.argv = [..., "--out", FILE]` and read back from the JSON they write; a part
 that is absent or fails is reported as "not available" with the reason.
 
 Options: `--quick` (every part in its quick mode), `--skip kinks,sweeps` (leave parts out),
@@ -58,11 +58,15 @@ def run_external(part, quick, out):
         return {"available": False, "reason": f"benchmarks/{EXTERNAL[part]}.py not found ({e})"}, ""
     path = out / f"{part}.json"
     tee = _Tee()
+    argv = sys.argv
+    sys.argv = [module.__file__] + (["--quick"] if quick else []) + ["--out", str(path)]
     try:
         with contextlib.redirect_stdout(tee):
-            module.main((["--quick"] if quick else []) + ["--out", str(path)])
+            module.main()  # parses sys.argv, whether or not main takes argv
     except (Exception, SystemExit) as e:  # noqa: BLE001 - someone else's benchmark: report, go on
         return {"available": False, "reason": f"{type(e).__name__}: {e}"}, tee.buffer.getvalue()
+    finally:
+        sys.argv = argv
     if path.is_dir():  # a part that treats --out as a folder
         found = sorted(path.glob("*.json"))
         if not found:
