@@ -133,15 +133,19 @@ def main():
     parser.add_argument("--quick", action="store_true", help="the issue's problem only")
     parser.add_argument("--scipy", type=float, default=0.0, help="also compare with scipy DOP853 at this rtol")
     parser.add_argument("--max-steps", type=int, default=400_000)
+    parser.add_argument("--only", default="", help="run only problems whose name contains this")
     parser.add_argument("--out", type=Path, default=Path("results/kinks"))
     args = parser.parse_args()
     results = []
     for name, (X, y), width, init_scale, t1 in problems(args.quick):
+        if args.only not in name:
+            continue
         result = run(name, X, y, width, init_scale, t1, (1e-4, 1e-6, 1e-8), args.max_steps, args.scipy)
         print(table(result) + "\n", flush=True)
         results.append(result)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "kinks.json").write_text(json.dumps(results, indent=2))
+    suffix = args.only.replace(" ", "_").replace("=", "")
+    (args.out / f"kinks{'_' + suffix if suffix else ''}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import models
@@ -231,13 +232,12 @@ def integrate(
     def surfaces(y):
         return jnp.ravel(call(switching.surfaces, y))
 
-    K = jax.eval_shape(surfaces, y0).shape[0]
+    s_shape = jax.eval_shape(lambda y: call(switching.surfaces, y), y0).shape
+    K = int(np.prod(s_shape))
 
     def frozen_field(y, p):
-        g = jax.grad(lambda z: call(switching.objective, z, p.reshape(s_shape)))(y)
-        return -g
-
-    s_shape = jax.eval_shape(lambda y: call(switching.surfaces, y), y0).shape
+        # −∇_θ L(θ, p): the smooth field of the piece selected by the (relaxed) pattern p
+        return -jax.grad(lambda z: call(switching.objective, z, p.reshape(s_shape)))(y)
 
     def geometry(y, sliding):
         valid = sliding >= 0
