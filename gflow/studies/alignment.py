@@ -729,13 +729,13 @@ def main(args) -> int:
     import jax
 
     cfg = config_from_args(args)
-    # Compiled solves persist across runs (the tests' cache when run from the repository root).
-    jax.config.update("jax_compilation_cache_dir", os.environ.get("GFLOW_JAX_CACHE", ".jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     if cfg.mnist:  # fail before hours of compute if the files are missing
         from .. import data
 
         data.mnist(cfg.mnist, (0, 1), n=None)
+    # Compiled solves persist across runs (the tests' cache when run from the repository root).
+    jax.config.update("jax_compilation_cache_dir", os.environ.get("GFLOW_JAX_CACHE", ".jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     verdict = run(cfg, args.out)
     print(verdict_markdown(verdict["rows"]))
     print(f"wrote {args.out}/results.nc, verdict.json, verdict.md and {len(verdict['figures'])} figures")
