@@ -61,6 +61,10 @@ def slide_runs():
     out = {}
     for rtol in (1e-6, 1e-10):
         out[rtol] = gflow.simulate(_slide_objective, params0, T_END, rtol=rtol, saveat=ts, switching=SLIDE)
+    # a user event during the sliding phase: u = 0.5
+    out["event"] = gflow.simulate(
+        _slide_objective, params0, T_END, rtol=1e-10, switching=SLIDE, event=lambda p: p["u"] - 0.5
+    )
     out["plain"] = gflow.simulate(
         _slide_objective, params0, T_END, rtol=1e-10, switching=False, max_steps=20_000
     )
@@ -87,6 +91,15 @@ def test_sliding_saved_states_follow_the_surface(slide_runs):
     np.testing.assert_allclose(np.asarray(traj.params["w"])[on], 0.0, atol=1e-12)
     np.testing.assert_allclose(np.asarray(traj.params["u"])[on], u_hit + ts[on] - t_hit, atol=1e-9)
     np.testing.assert_allclose(traj.loss, jax.vmap(_slide_objective)(traj.params), rtol=1e-14)
+
+
+def test_user_event_while_sliding(slide_runs):
+    t_hit, u_hit, _, _ = _slide_closed_form(T_END)
+    traj = slide_runs["event"]
+    assert traj.status == "event"
+    assert abs(float(traj.t_event) - (t_hit + 0.5 - u_hit)) < 1e-10
+    assert abs(float(traj.final_params["u"]) - 0.5) < 1e-10
+    assert np.isnan(np.asarray(traj.loss)[-1])  # t1 was not reached
 
 
 def test_sliding_cheaper_and_more_accurate_than_plain(slide_runs):
