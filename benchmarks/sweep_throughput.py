@@ -128,10 +128,11 @@ def run_sweep(spec, out):
 
 
 def timed(fn, *args):
+    """(wall seconds, CPU seconds of all threads, result) of a warm call."""
     fn(*args)  # compile
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn(*args)
-    return time.perf_counter() - start, out
+    return time.perf_counter() - start, time.process_time() - cpu, out
 
 
 def main(argv=None):
@@ -147,10 +148,10 @@ def main(argv=None):
         axes, fixed = table[name]
         spec = sweep.Spec(problem=problem, axes=axes, fixed=fixed, t1=40.0, num_saves=2, rtol=1e-6, lanes=args.lanes)
         ts = jnp.linspace(0.0, spec.t1, spec.num_saves)
-        t_loop, (loss_loop, steps) = timed(run_loop, spec, ts)
-        t_vmap, (loss_vmap, _, vmap_eff) = timed(run_vmap, spec, ts)
+        t_loop, c_loop, (loss_loop, steps) = timed(run_loop, spec, ts)
+        t_vmap, c_vmap, (loss_vmap, _, vmap_eff) = timed(run_vmap, spec, ts)
         with tempfile.TemporaryDirectory() as tmp:
-            t_sweep, (loss_sweep, sweep_eff, sweep_steps) = timed(run_sweep, spec, Path(tmp))
+            t_sweep, c_sweep, (loss_sweep, sweep_eff, sweep_steps) = timed(run_sweep, spec, Path(tmp))
         ref = np.array([loss_loop[i] for i in sorted(loss_loop)])
         got = np.array([loss_sweep[i] for i in sorted(loss_sweep)])
         counts = np.array([steps[i] for i in sorted(steps)])
@@ -160,6 +161,7 @@ def main(argv=None):
             "steps_max": int(counts.max()),
             "steps_equal_to_loop": bool(np.array_equal(counts, sweep_steps)),
             "seconds": {"loop": t_loop, "vmap": t_vmap, "sweep": t_sweep},
+            "cpu_seconds": {"loop": c_loop, "vmap": c_vmap, "sweep": c_sweep},
             "speedup_vs_loop": t_loop / t_sweep,
             "speedup_vs_vmap": t_vmap / t_sweep,
             "vmap_over_loop": t_vmap / t_loop,
@@ -171,7 +173,8 @@ def main(argv=None):
         print(
             f"{name:8s} {len(ref):3d} pts, steps {row['steps_min']}…{row['steps_max']}: "
             f"loop {t_loop:6.2f} s, vmap {t_vmap:6.2f} s, sweep {t_sweep:6.2f} s → sweep "
-            f"{row['speedup_vs_loop']:.2f}× vs loop, {row['speedup_vs_vmap']:.2f}× vs vmap; "
+            f"{row['speedup_vs_loop']:.2f}× vs loop, {row['speedup_vs_vmap']:.2f}× vs vmap "
+            f"(CPU s: loop {c_loop:.1f}, vmap {c_vmap:.1f}, sweep {c_sweep:.1f}); "
             f"efficiency vmap {np.mean(vmap_eff):.2f}, sweep {np.mean(sweep_eff):.2f}; "
             f"max rel diff {row['max_rel_diff_final_loss_sweep_vs_loop']:.1e}",
             flush=True,
