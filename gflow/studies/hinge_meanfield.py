@@ -134,7 +134,7 @@ def run_e1(N, d, M, t1, taus, rtol):
     window = (net["train_fraction"] >= 0.3) & (net["t"] >= 1.0)
     g_mean = np.nanmean(net["gamma_nodes"], axis=1)
     g_std = np.nanstd(net["gamma_nodes"], axis=1)
-    spread = float(np.max((g_std / g_mean)[window]))
+    spread = float(np.max(g_std[window] / g_mean[window]))
     dist = _rel(g_mean[window], theory["gamma"][window])
     dperp = float(np.max(net["dw_perp_max"][window]))
     verdicts = [
