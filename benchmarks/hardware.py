@@ -54,7 +54,8 @@ def matmul_peak(dtype, size):
     key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
     a = jax.random.normal(key_a, (size, size), dtype)
     b = jax.random.normal(key_b, (size, size), dtype)
-    return 2 * size**3 / _best_time(jax.jit(jnp.matmul), a, b) / 1e9
+    # many repeats: the best of them is the peak this shared machine can give
+    return 2 * size**3 / _best_time(jax.jit(jnp.matmul), a, b, min_total=1.0, repeats=10) / 1e9
 
 
 def field_throughput(n, d, h, dtype, target_s=0.2):

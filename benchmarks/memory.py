@@ -31,7 +31,7 @@ import gflow
 from gflow import losses, models, observables
 
 N, D, WIDTH, INIT_SCALE, MU = 200, 50, 100, 1e-4, 0.3
-FULL = {"t1": 1e4, "saves": (10, 1000, 100_000), "max_steps": (10_000, 1_000_000), "steps_true": (1_000, 10_000)}
+FULL = {"t1": 1e4, "saves": (10, 10_000), "max_steps": (10_000, 1_000_000), "steps_true": (1_000, 10_000)}
 QUICK = {"t1": 100.0, "saves": (1000,), "max_steps": (10_000,), "steps_true": ()}
 OBSERVABLES = {"neuron_norms": observables.neuron_norms, "balancedness": observables.balancedness}
 
