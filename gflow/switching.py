@@ -14,8 +14,9 @@ the convex combinations Filippov's construction needs). With p fixed the field i
 
 1. **Crossings.** Each Runge–Kutta step uses the frozen pattern of its start. At the end of an
    accepted step the sign of every s_k is checked against p; on a mismatch the first crossing
-   time τ is located on the step's dense output and the step is cut there. The step size chosen
-   from the smooth piece is kept (the controller is not punished for the kink).
+   time τ is located on the step's dense output and the step is re-taken to end exactly at τ
+   (the step's error is controlled, the dense output's is not). The step size chosen from the
+   smooth piece is kept afterwards (the controller is not punished for the kink).
 2. **Sliding.** At a crossing of surface k, with one-sided normal velocities
    a = ∇s_k·F(p_k=0) and b = ∇s_k·F(p_k=1): a, b > 0 crosses up, a, b < 0 crosses down, and
    a > 0 > b starts sliding. On the sliding set S the Filippov field is
