@@ -139,7 +139,7 @@ def c1_c2_single_layer(deltas, width=10, seed=0):
     verdicts.append(verdict("C2", "L=2: slope of t_esc vs ln(1/δ), δ ≤ 1e-3", slope_esc,
                             1 / (2 * n_star), "3% relative",
                             abs(slope_esc * 2 * n_star - 1) <= 0.03, t_esc=t_esc.tolist()))
-    return verdicts, {"rows": rows, "u_star": u_star, "n_star": n_star, "X": X, "y": y}
+    return verdicts, {"rows": rows, "u0": u0, "u_star": u_star, "n_star": n_star}
 
 
 def c2_two_layer(deltas, width=10, seed=0):
@@ -168,24 +168,25 @@ def c2_two_layer(deltas, width=10, seed=0):
                       "predicted": predicted}
 
 
-def c4_saddles(deltas, width=10, seed=0, plateau_tol=0.01):
+def c4_saddles(deltas, u0, u_star, plateau_tol=0.01):
     """C4: the single-layer toy's loss goes ½‖y‖² → first saddle → 0.
 
     Reference saddle level, computed without the multi-neuron flow: neurons that share a
     direction keep sharing it (their gradients are parallel), so the flow that leaves the origin
     along u* (whose large neurons share one direction) is a one-neuron flow; a single neuron
-    cannot split, so its limit from ρ·û* is the first saddle. Plateau: [first L ≤ (1+tol)·L_sad,
+    cannot split, so its limit from ρ·û* is the first saddle (run as the m-neuron net with the
+    other neurons at exactly 0, where the flow keeps them). `u_star` is the KKT point reached from
+    `u0` (the C1 start). Plateau: [first L ≤ (1+tol)·L_sad,
     first L ≤ (1−tol)·L_sad]; before the second drop the neurons small at escape are compared with
     the KKT point of the residual NCF N_r(u) = (y − H(X; saddle))ᵀH(X; u) reached from them.
     """
     X, y = toy_data()
     model = models.single_layer
-    u0 = unit_init(jax.random.PRNGKey(seed), {"W": (width, 2)})
-    N = ncf.ncf(model, X, ncf.correlation_labels("square", y))
-    u_star, _, _ = ncf.spherical_flow(N, u0)
     Us = np.asarray(u_star["W"])
-    lead = Us[np.argmax(np.linalg.norm(Us, axis=1))]
-    saddle = through(model, {"W": jnp.asarray(RHO * lead[None] / np.linalg.norm(lead))}, X, y, 1e3)
+    lead = np.argmax(np.linalg.norm(Us, axis=1))
+    one = np.zeros_like(Us)
+    one[lead] = RHO * Us[lead] / np.linalg.norm(Us[lead])
+    saddle = through(model, {"W": jnp.asarray(one)}, X, y, 1e3)
     l_sad = float(saddle.final_loss)
     r = y - np.asarray(model(saddle.final_params, X))
     Nr = ncf.ncf(model, X, r)
@@ -257,7 +258,7 @@ def run(out: Path, quick=False):
     out.mkdir(parents=True, exist_ok=True)
     v1, r1 = c1_c2_single_layer(s["c1"])
     v2, r2 = c2_two_layer(s["c2"])
-    v4, r4 = c4_saddles(s["c4"])
+    v4, r4 = c4_saddles(s["c4"], r1["u0"], r1["u_star"])
     verdicts = v1 + v2 + v4
     write_verdicts(verdicts, out, "Kumar & Haupt (arXiv 2402.09226, 2403.08121, 2502.15952)")
     _plots(out, r1, r2, r4)
@@ -290,7 +291,7 @@ def _plots(out, r1, r2, r4):
         axes[3].semilogy(r["ts"], r["loss"], label=f"δ={r['delta']:g} (to the 2nd drop)")
     axes[3].semilogy(*r4["full"], "k", lw=0.8, label=f"δ={r4['rows'][-1]['delta']:g}, whole flow")
     axes[3].axhline(r4["L_sad"], color="k", ls=":", label="one-neuron saddle")
-    axes[3].set(xlabel="t", ylabel="½Σ(H − y)²", title="C4 saddle to saddle")
+    axes[3].set(xlabel="t", ylabel="½Σ(H − y)²", title="C4 saddle to saddle", xscale="log")
     axes[3].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "kumar_haupt.png", dpi=120)
