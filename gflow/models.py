@@ -87,10 +87,12 @@ INITS = ("balanced", "unbalanced", "dominated")
 def init_boursier(key, d, width, init_scale, init="balanced"):
     """Boursier & Flammarion (2024, code) initialisation {"W": (width, d), "v": (width,)} at scale λ.
 
-    w_j ~ N(0, λ²/m I) with m = `width` (d counts the bias coordinate). Second layer:
+    w_j ~ N(0, λ²/m I) with m = `width` (d counts the bias coordinate of inputs from
+    `with_bias`). Second layer:
     "balanced" a_j = ±‖w_j‖ (random sign), "unbalanced" a_j ~ N(0, λ²/m), "dominated"
     a_j = ±u_j with u_j ~ U[‖w_j‖, 2‖w_j‖], so |a_j| > ‖w_j‖ (the failure theorem's assumption,
-    which keeps sign(a_j) fixed along the flow).
+    which keeps sign(a_j) fixed along the flow; the code's exact draw is not known, this one is
+    our choice).
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
