@@ -3,7 +3,8 @@
 Issue 3 (benchmark) and issue 7 (comparison 1). Problem: the two-layer ReLU network
 f(x) = Σ_j v_j relu(w_jᵀx) of Min, Mallada & Vidal (2024) with the exponential loss summed over
 the data, from balanced small initialisation at scale ε, flowed to time T. Data: μ-separated
-(equiangular, science_A "exact-μ generator") and scikit-learn's digits (0 vs 1, centred).
+(`gflow.data.separated`: equiangular when d ≥ n + 1, else every cosine ≥ μ) and, with `--large`,
+scikit-learn's digits (0 vs 1, centred) and issue 7's n=200, d=256 problem.
 
 Methods, all integrating the same flow dθ/dt = −∇L(θ) on [0, T] in float64:
 
@@ -16,13 +17,14 @@ Methods, all integrating the same flow dθ/dt = −∇L(θ) on [0, T] in float64
   one writes without gflow;
 - optax GD: `gflow.baselines.gradient_descent` at several lr (GD is the Euler method of the flow,
   error O(lr), cost T/lr gradients);
-- scipy: `solve_ivp` DOP853 and LSODA on the numpy gradient `gflow.baselines.two_layer_numpy_grad`.
+- scipy: `solve_ivp` DOP853 (and LSODA where `Problem.lsoda`) on the numpy gradient
+  `gflow.baselines.two_layer_numpy_grad`.
 
-Errors are relative, against a tight gflow Dopri8 reference (Tsit5 in --quick mode): |L(θ(T)) − L_ref| / L_ref (final
-loss) and ‖θ(T) − θ_ref‖ / ‖θ_ref‖ (final weights). Wall times exclude JIT compilation: every
-jitted function is warmed up on the same problem first (rtol and lr are traced, so changing them
-does not recompile). The reference's own uncertainty is estimated by a second Dopri8 solve at 10×
-its rtol.
+Errors are relative, against a tight gflow Dopri8 reference (Tsit5 in --quick mode):
+|L(θ(T)) − L_ref| / L_ref (final loss) and ‖θ(T) − θ_ref‖ / ‖θ_ref‖ (final weights). Wall times
+exclude JIT compilation: every jitted function is warmed up on the same problem first (rtol and
+lr are traced, so changing them does not recompile). The reference's own uncertainty is
+estimated by a second solve at 10× its rtol. Costs at equal accuracy: `cost_at_accuracy`.
 
 Run standalone: `python benchmarks/work_precision.py [--quick] [--out results/bench]`.
 """
