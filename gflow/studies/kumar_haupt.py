@@ -246,7 +246,8 @@ def c4_saddles(deltas, u0, u_star, plateau_tol=0.01):
 
 
 SETTINGS = {
-    "quick": {"c1": [1e-2, 1e-3, 1e-4], "c2": [1e-2, 1e-3], "c4": [1e-4, 1e-6, 1e-8]},
+    # quick mode leaves out the L = 3 sweep; tests check its formula exactly on the KKT ray
+    "quick": {"c1": [1e-2, 1e-3, 1e-4], "c2": None, "c4": [1e-4, 1e-6, 1e-8]},
     "full": {"c1": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9],
              "c2": [1e-2, 3e-3, 1e-3, 3e-4, 1e-4], "c4": [1e-4, 1e-6, 1e-8, 1e-10, 1e-12]},
 }
@@ -257,7 +258,7 @@ def run(out: Path, quick=False):
     s = SETTINGS["quick" if quick else "full"]
     out.mkdir(parents=True, exist_ok=True)
     v1, r1 = c1_c2_single_layer(s["c1"])
-    v2, r2 = c2_two_layer(s["c2"])
+    v2, r2 = c2_two_layer(s["c2"]) if s["c2"] else ([], None)
     v4, r4 = c4_saddles(s["c4"], r1["u0"], r1["u_star"])
     verdicts = v1 + v2 + v4
     write_verdicts(verdicts, out, "Kumar & Haupt (arXiv 2402.09226, 2403.08121, 2502.15952)")
@@ -282,11 +283,12 @@ def _plots(out, r1, r2, r4):
                  label="ln(ρ/δ)/(2N*)")
     axes[1].set(xlabel="ln(1/δ)", ylabel="t_esc (‖W‖ = ρ)", title="C2 escape, L = 2")
     axes[1].legend()
-    axes[2].loglog(r2["deltas"], r2["t_rand"], "o-", label="random w0")
-    axes[2].loglog(r2["deltas"], r2["t_star"], "s", label="w0 = u*")
-    axes[2].loglog(r2["deltas"], r2["predicted"], "k:", label="(1/δ − 1/ρ)/(3N*)")
+    if r2:
+        axes[2].loglog(r2["deltas"], r2["t_rand"], "o-", label="random w0")
+        axes[2].loglog(r2["deltas"], r2["t_star"], "s", label="w0 = u*")
+        axes[2].loglog(r2["deltas"], r2["predicted"], "k:", label="(1/δ − 1/ρ)/(3N*)")
+        axes[2].legend()
     axes[2].set(xlabel="δ", ylabel="t_esc", title="C2 escape, L = 3")
-    axes[2].legend()
     for r in r4["rows"]:
         axes[3].semilogy(r["ts"], r["loss"], label=f"δ={r['delta']:g} (to the 2nd drop)")
     axes[3].semilogy(*r4["full"], "k", lw=0.8, label=f"δ={r4['rows'][-1]['delta']:g}, whole flow")
