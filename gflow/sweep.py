@@ -416,15 +416,18 @@ def _same(a, b) -> bool:
 # ----- files: atomic writes, chunk store, resume -------------------------------------------
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[Any], None], durable: bool = False) -> None:
     """Write through a temporary file in the same directory, then rename: a reader sees the old
-    file or the whole new one, never half of one (rename is atomic on POSIX)."""
+    file or the whole new one, never half of one (rename is atomic on POSIX). That survives a
+    killed process; `durable` also fsyncs, to survive a crash of the machine (costly on a busy
+    disk, so only for the final dataset)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -547,7 +550,7 @@ def run(
             bar.update(len(indices))
             bar.set_postfix(failed=failures)
     ds = assemble(spec, [_read_chunk(_chunk_path(out, ix)) for ix in chunks])
-    _atomic_write(out / RESULTS, lambda f: f.write(ds.to_netcdf(engine="h5netcdf")))
+    _atomic_write(out / RESULTS, lambda f: f.write(ds.to_netcdf(engine="h5netcdf")), durable=True)
     if progress:
         counts = {name: int((ds["status"] == code).sum()) for code, name in enumerate(_status.NAMES)}
         summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
