@@ -7,6 +7,7 @@ import) and sets the matmul precision to "highest".
 from . import _config  # noqa: F401  (float64 and matmul precision, before any array is made)
 from . import baselines, data, events, losses, models, observables, status
 from . import sweep
+from . import switching
 from .flow import simulate, vector_field
 from .losses import objective
 from .trajectory import Trajectory
@@ -23,6 +24,7 @@ __all__ = [
     "simulate",
     "status",
     "sweep",
+    "switching",
     "vector_field",
 ]
 __version__ = "0.1.0"
