@@ -239,11 +239,11 @@ def _render_memory(part):
 def _render_external(part, text):
     res = part["result"]
     lines = [f"From `{part['file']}`.\n"]
-    records = res.get("rows") or res.get("grids") or res.get("results")
+    records = res if isinstance(res, list) else res.get("rows") or res.get("grids") or res.get("results")
     if records:
         lines.append(_records_table(records))
-    else:
-        lines.append("```json\n" + json.dumps(res, indent=1)[:6000] + "\n```")
+    # nested lists are not in the table: the JSON itself, abridged
+    lines.append("\n```json\n" + json.dumps(res, indent=1)[:6000] + "\n```")
     if text.strip():
         lines.append("\nPrinted:\n\n```\n" + text.strip()[-4000:] + "\n```")
     return "\n".join(lines)
