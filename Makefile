@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(VENV)/bin/gflow align --out results/alignment
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
