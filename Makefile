@@ -23,7 +23,6 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/report.py
-	$(PY) benchmarks/kinks.py --quick
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
