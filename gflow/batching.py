@@ -181,13 +181,6 @@ def solve_batch(
     return traj, PoolStats(iterations, min(lanes, n), lane_steps)
 
 
-def _blown_up(y, threshold):
-    leaves = jax.tree.leaves(y)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-    big = jnp.any(jnp.stack([jnp.max(jnp.abs(x)) > threshold for x in leaves]))
-    return ~finite | big
-
-
 @eqx.filter_jit
 def _pool(
     objective,
@@ -358,7 +351,7 @@ def _pool(
     vpending = jax.vmap(pending_save)
     vsave = jax.vmap(save_one, in_axes=(0, 0, 0, axis))
     vload = jax.vmap(load, in_axes=(0, axis))
-    vblown = jax.vmap(lambda y: _blown_up(y, threshold))
+    vblown = jax.vmap(lambda y: _flow.blown_up(y, threshold))
     vevent = jax.vmap(event_value, in_axes=(0, axis))
     vlocate = jax.vmap(locate, in_axes=(0, 0, axis))
     vevaluate = jax.vmap(evaluate)

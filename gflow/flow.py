@@ -136,6 +136,14 @@ def _blowup_threshold(dtype) -> float:
     return float(np.sqrt(np.finfo(dtype).max)) * 1e-4
 
 
+def blown_up(y, threshold):
+    """True where the state pytree `y` is non-finite or has an entry beyond `threshold`."""
+    leaves = jax.tree.leaves(y)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+    big = jnp.any(jnp.stack([jnp.max(jnp.abs(x)) > threshold for x in leaves]))
+    return ~finite | big
+
+
 def _dtmin(t0, t1):
     # A step below the round-off of t cannot advance the solution: the flow is singular there
     # (finite-time blow-up, or a non-finite gradient that makes every step fail).
@@ -273,43 +281,20 @@ def simulate(
     t0 = jnp.asarray(t0, dtype)
     t1 = jnp.asarray(t1, dtype)
     ts = jnp.stack([t0, t1]) if ts is None else ts.astype(dtype)
-    if switching is not None:
-        from .switching import integrate
-
-        return integrate(
-            objective,
-            switching,
-            params0,
-            args,
-            t0,
-            t1,
-            ts,
-            jnp.asarray(rtol, dtype),
-            None if atol is None else jnp.asarray(atol, dtype),
-            solver=solver,
-            observables=observables,
-            event=event,
-            event_is_bool=event_is_bool,
-            max_steps=max_steps,
-            save_params=save_params,
-        )
-    return _solve(
-        objective,
-        params0,
-        args,
-        t0,
-        t1,
-        ts,
-        jnp.asarray(rtol, dtype),
-        None if atol is None else jnp.asarray(atol, dtype),
+    tolerances = (jnp.asarray(rtol, dtype), None if atol is None else jnp.asarray(atol, dtype))
+    options = dict(
         solver=solver,
         observables=observables,
         event=event,
         event_is_bool=event_is_bool,
         max_steps=max_steps,
-        progress=progress,
         save_params=save_params,
     )
+    if switching is not None:
+        from .switching import integrate
+
+        return integrate(objective, switching, params0, args, t0, t1, ts, *tolerances, **options)
+    return _solve(objective, params0, args, t0, t1, ts, *tolerances, progress=progress, **options)
 
 
 def _resolve_switching(switching, objective, params0, args):
@@ -384,10 +369,7 @@ def _solve(
     threshold = _blowup_threshold(dtype)
 
     def blowup(t, y, args, **kwargs):
-        leaves = jax.tree.leaves(y)
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-        big = jnp.any(jnp.stack([jnp.max(jnp.abs(x)) > threshold for x in leaves]))
-        return jnp.logical_or(jnp.logical_not(finite), big)
+        return blown_up(y, threshold)
 
     conds = [blowup]
     if event is not None:
