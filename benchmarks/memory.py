@@ -24,7 +24,6 @@ from pathlib import Path
 
 import diffrax
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import gflow

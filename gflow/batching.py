@@ -228,12 +228,7 @@ def _pool(
         return diffrax.PIDController(rtol=rtol, atol=lane_atol, dtmin=dtmin, force_dtmin=False)
 
     def record(y, a):
-        c = call(y, a if has_args else None)
-        return {
-            "loss": objective(*c),
-            "observables": {k: f(*c) for k, f in observables.items()},
-            "params": y if save_params else None,
-        }
+        return _flow.record(objective, observables, save_params, y, a if has_args else None)
 
     def event_value(y, a):
         if event is None:

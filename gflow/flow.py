@@ -58,6 +58,23 @@ def _call_args(params, args):
     return (params,) if args is None else (params, args)
 
 
+def record(objective, observables, save_params, params, args):
+    """What a trajectory stores at a save time: the loss, the observables (booleans as floats,
+    so that they can be saved in float buffers) and, if `save_params`, the parameters."""
+    call = _call_args(params, args)
+    dtype = jnp.result_type(*jax.tree.leaves(params))
+
+    def as_saved(x):
+        x = jnp.asarray(x)
+        return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.bool_) else x
+
+    return {
+        "loss": objective(*call),
+        "observables": {k: jax.tree.map(as_saved, f(*call)) for k, f in observables.items()},
+        "params": params if save_params else None,
+    }
+
+
 def get_solver(solver) -> diffrax.AbstractSolver:
     """A diffrax solver from a name in `SOLVERS` or a diffrax solver instance."""
     if isinstance(solver, diffrax.AbstractSolver):
@@ -237,7 +254,8 @@ def simulate(
     - `solver`: "tsit5" (default), "dopri5", "dopri8", "bosh3", "heun", "ralston", or any
       diffrax solver instance.
     - `rtol`, `atol`: error tolerances. `atol=None` is scale-aware: see this module's docstring.
-    - `observables`: dict name → function of the parameters (and `args`), evaluated at `saveat`.
+    - `observables`: dict name → function of the parameters (and `args`), evaluated at `saveat`
+      (boolean values are stored as 0.0 / 1.0).
     - `event`: function of the parameters (and `args`) returning a float (the flow stops where
       it changes sign) or a bool (the flow stops where it first becomes true). Either way the
       time is located by bisection on the solver's dense output to ~1e-12 relative, and is
@@ -351,17 +369,11 @@ def _solve(
     if atol is None:
         atol = scale_aware_atol(params0, rtol)
 
-    def record(t, y, args):
-        call = _call_args(y, args)
-        return {
-            "loss": objective(*call),
-            "observables": {k: f(*call) for k, f in observables.items()},
-            "params": y if save_params else None,
-        }
-
     saveat = diffrax.SaveAt(
         subs=[
-            diffrax.SubSaveAt(ts=ts, fn=record),
+            diffrax.SubSaveAt(
+                ts=ts, fn=lambda t, y, args: record(objective, observables, save_params, y, args)
+            ),
             diffrax.SubSaveAt(t1=True),
         ]
     )

@@ -50,11 +50,11 @@ from . import models
 from . import status as _status
 from .flow import (
     _blowup_threshold,
-    _call_args,
     _dtmin,
     grad_evals_per_step,
     scale_aware_atol,
 )
+from .flow import record as _record
 from .trajectory import Trajectory
 
 
@@ -284,12 +284,7 @@ def integrate(
         return jnp.asarray(value, dtype)
 
     def record(y):
-        call_args = _call_args(unravel(y), args)
-        return {
-            "loss": objective(*call_args),
-            "observables": {k: f(*call_args) for k, f in observables.items()},
-            "params": unravel(y) if save_params else None,
-        }
+        return _record(objective, observables, save_params, unravel(y), args)
 
     T = ts.shape[0]
     rec_shape = jax.eval_shape(record, y0)

@@ -184,7 +184,8 @@ def test_observables_without_weights_and_grad_eval_count():
     p0 = models.init_two_layer(jax.random.PRNGKey(1), 12, 8, 1e-3)
     traj = gflow.simulate(
         L_SEP, p0, 5.0, saveat=jnp.linspace(0, 5, 11), save_params=False,
-        observables={"srank": observables.weight_stable_rank}, solver="dopri5", switching=False,
+        observables={"srank": observables.weight_stable_rank, "grown": lambda p: observables.param_norm(p) > 0.1},
+        solver="dopri5", switching=False,
     )
     assert traj.params is None
     assert traj.observables["srank"].shape == (11,)
@@ -192,6 +193,9 @@ def test_observables_without_weights_and_grad_eval_count():
     np.testing.assert_allclose(
         traj.observables["srank"], jax.vmap(observables.weight_stable_rank)(full.params), rtol=1e-12
     )
+    grown = np.asarray(jax.vmap(observables.param_norm)(full.params)) > 0.1
+    assert 0 < grown.sum() < grown.size  # the boolean observable flips during the run
+    np.testing.assert_array_equal(traj.observables["grown"], grown.astype(float))
     # Plain Dopri5: 7 stages, first-same-as-last → 6 evaluations per step plus one at t0.
     assert int(traj.num_grad_evals) == 6 * int(traj.num_steps) + 1
 

@@ -14,11 +14,13 @@ max_j ‖w_j‖ = 30·σ0·√(d+1) (science_B §D [P]). Writes `verdicts.json`,
 `summary.json` and heat maps `heatmaps_D1.png`, `heatmaps_D2.png`, `counts_D3.png` into --out.
 """
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+
+from . import verdicts as verdicts_io
+from .verdicts import verdict
 
 P1 = ("tanh", "sigmoid", "softplus")
 
@@ -127,15 +129,6 @@ def _centroid_match(result, count, activation, X):
     return min(best) if best else float("nan")
 
 
-def _verdict(experiment, claim, measured, predicted, tolerance, passed):
-    return {
-        "experiment": experiment,
-        "claim": claim,
-        "measured": measured,
-        "predicted": predicted,
-        "tolerance": tolerance,
-        "pass": bool(passed),
-    }
 
 
 def run_d1(seeds, width, rtol, activations=("tanh", "xtanh", "x2tanh")):
@@ -158,9 +151,9 @@ def run_d1(seeds, width, rtol, activations=("tanh", "xtanh", "x2tanh")):
             maps.setdefault(act, r["W"])
         share = np.mean(np.asarray(lines) == p)
         verdicts += [
-            _verdict("D1", f"{act}: K_line = p in ≥ 80% of seeds", f"{share:.0%} of {len(seeds)} (K_line {lines})", f"K_line = {p}", "≥ 80% of seeds", share >= 0.8),
-            _verdict("D1", f"{act}: K ≤ 2p in every seed", max(orientations), f"≤ {2 * p}", "all seeds", max(orientations) <= 2 * p),
-            _verdict("D1", f"{act}: centroids on predicted directions", round(min(matches), 4), "cos = 1", "cos ≥ 0.98", min(matches) >= 0.98),
+            verdict("D1", f"{act}: K_line = p in ≥ 80% of seeds", f"{share:.0%} of {len(seeds)} (K_line {lines})", f"K_line = {p}", "≥ 80% of seeds", share >= 0.8),
+            verdict("D1", f"{act}: K ≤ 2p in every seed", max(orientations), f"≤ {2 * p}", "all seeds", max(orientations) <= 2 * p),
+            verdict("D1", f"{act}: centroids on predicted directions", round(min(matches), 4), "cos = 1", "cos ≥ 0.98", min(matches) >= 0.98),
         ]
     return verdicts, records, maps
 
@@ -187,17 +180,17 @@ def run_d2(seeds, width, rtol, activations=("tanh", "sigmoid", "softplus", "xtan
         lines = [c.num_lines for c, _ in runs]
         q = min(c.quality for c, _ in runs)
         if act in P1:
-            verdicts.append(_verdict("D2", f"{act}: one line, q ≥ 0.9", f"K_line {lines}, min q {q:.2f}", "K_line = 1", "q ≥ 0.9", set(lines) == {1} and q >= 0.9))
+            verdicts.append(verdict("D2", f"{act}: one line, q ≥ 0.9", f"K_line {lines}, min q {q:.2f}", "K_line = 1", "q ≥ 0.9", set(lines) == {1} and q >= 0.9))
             if act == "tanh":
-                verdicts.append(_verdict("D2", "tanh: K = 2", K, 2, "exact", set(K) == {2}))
+                verdicts.append(verdict("D2", "tanh: K = 2", K, 2, "exact", set(K) == {2}))
         elif act == "xtanh":
-            verdicts.append(_verdict("D2", "xtanh: K ∈ {3, 4}", K, "3 or 4", "exact", set(K) <= {3, 4}))
+            verdicts.append(verdict("D2", "xtanh: K ∈ {3, 4}", K, "3 or 4", "exact", set(K) <= {3, 4}))
         elif act == "x2tanh":
             kkt = [e["kkt_orientations"] for _, e in runs]
-            verdicts.append(_verdict("D2", "x2tanh: K ≤ 2p = 6 (conjecture)", K, "≤ 6", "exact", max(K) <= 6))
-            verdicts.append(_verdict("D2", "x2tanh: K ≤ KKT count (2 × local maxima of T_3)", K, kkt, "K ≤ KKT", all(k <= t for k, t in zip(K, kkt))))
+            verdicts.append(verdict("D2", "x2tanh: K ≤ 2p = 6 (conjecture)", K, "≤ 6", "exact", max(K) <= 6))
+            verdicts.append(verdict("D2", "x2tanh: K ≤ KKT count (2 × local maxima of T_3)", K, kkt, "K ≤ KKT", all(k <= t for k, t in zip(K, kkt))))
         else:
-            verdicts.append(_verdict("D2", f"{act}: report only (paper: 3 orientations)", K, "report", "none", True))
+            verdicts.append(verdict("D2", f"{act}: report only (paper: 3 orientations)", K, "report", "none", True))
     return verdicts, records, maps
 
 
@@ -212,7 +205,7 @@ def run_d3(seed, width, rtol, activations=("tanh", "xtanh", "x2tanh"), later=(0.
         r = initial_stage(X, y, act, width, seed, rtol, later=later)
         K = [cond.condensation(W).num_orientations for W in r["later_W"]]
         curves[act] = {"t_over_t_stop": list(np.asarray(r["later_ts"]) / r["t_stop"]), "K": K, "risk": list(r["later_risk"])}
-        verdicts.append(_verdict("D3", f"{act}: K(t) ≥ K(T_stop) as the loss falls", K, f"≥ {K[0]}", "qualitative", min(K) >= K[0]))
+        verdicts.append(verdict("D3", f"{act}: K(t) ≥ K(T_stop) as the loss falls", K, f"≥ {K[0]}", "qualitative", min(K) >= K[0]))
     return verdicts, curves
 
 
@@ -241,12 +234,6 @@ def _robust_counts(W):
     return cond.robustness(W)["num_orientations"].tolist()
 
 
-def markdown_table(verdicts):
-    """The verdicts as a markdown table."""
-    rows = ["| exp | claim | measured | predicted | tolerance | pass |", "|---|---|---|---|---|---|"]
-    for v in verdicts:
-        rows.append(f"| {v['experiment']} | {v['claim']} | {v['measured']} | {v['predicted']} | {v['tolerance']} | {'yes' if v['pass'] else 'NO'} |")
-    return "\n".join(rows) + "\n"
 
 
 def _plot_maps(maps, path, title):
@@ -295,19 +282,12 @@ def run(out: Path, quick=False, rtol=1e-6) -> list:
         d2 = run_d2(range(5), 50, rtol)
         d3 = run_d3(0, 100, rtol)
     verdicts = d1[0] + d2[0] + d3[0]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "verdicts.json").write_text(json.dumps(verdicts, indent=2, default=_jsonable))
-    (out / "verdicts.md").write_text(markdown_table(verdicts))
     summary = {"quick": quick, "rtol": rtol, "wall_seconds": time.perf_counter() - start, "runs": d1[1] + d2[1], "d3": d3[1]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
+    verdicts_io.write(out, verdicts, summary)
     _plot_maps(d1[2], out / "heatmaps_D1.png", "D1 (d = 1, Fig. 5 data): cosine similarity at T_stop")
     _plot_maps(d2[2], out / "heatmaps_D2.png", "D2 (d = 5, Fig. 2 data): cosine similarity at T_stop")
     _plot_d3(d3[1], out / "counts_D3.png")
     return verdicts
-
-
-def _jsonable(x):
-    return x.tolist() if hasattr(x, "tolist") else str(x)
 
 
 def register(subparsers):
@@ -320,6 +300,6 @@ def register(subparsers):
 
 def main(args) -> int:
     verdicts = run(args.out, quick=args.quick, rtol=args.rtol)
-    print(markdown_table(verdicts))
+    print(verdicts_io.markdown_table(verdicts))
     print(f"wrote {args.out}/verdicts.json, verdicts.md, summary.json and figures")
     return 0

@@ -20,11 +20,13 @@ Writes `verdicts.json`, `verdicts.md`, `summary.json`, `gamma.png` (Fig. 1 style
 `closure_laws.png` and `alpha_sweep.png` into --out.
 """
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+
+from . import verdicts as verdicts_io
+from .verdicts import verdict
 
 E2_D = 100  # the closure experiments use the paper's d = 100
 
@@ -116,8 +118,6 @@ def network_flow(N, d, M, t1, *, alpha=1.0, h=1.0, tau=1e-3, seed=0, rtol=1e-6, 
     }
 
 
-def _verdict(experiment, claim, measured, predicted, tolerance, passed):
-    return {"experiment": experiment, "claim": claim, "measured": measured, "predicted": predicted, "tolerance": tolerance, "pass": bool(passed)}
 
 
 def _rel(a, b):
@@ -138,15 +138,15 @@ def run_e1(N, d, M, t1, taus, rtol):
     dist = _rel(g_mean[window], theory["gamma"][window])
     dperp = float(np.max(net["dw_perp_max"][window]))
     verdicts = [
-        _verdict("E1", "spread of γ_i over nodes while frac ≥ 0.3", round(spread, 4), 0, "≤ 5% of the mean", spread <= 0.05),
-        _verdict("E1", "mean γ_i vs closure γ(t) while frac ≥ 0.3", round(dist, 4), 0, "≤ 5% relative", dist <= 0.05),
-        _verdict("E1", "w⊥ frozen: max ‖Δw⊥i‖/‖w⊥i(0)‖ while frac ≥ 0.3", round(dperp, 4), 0, "≤ 0.1", dperp <= 0.1),
+        verdict("E1", "spread of γ_i over nodes while frac ≥ 0.3", round(spread, 4), 0, "≤ 5% of the mean", spread <= 0.05),
+        verdict("E1", "mean γ_i vs closure γ(t) while frac ≥ 0.3", round(dist, 4), 0, "≤ 5% relative", dist <= 0.05),
+        verdict("E1", "w⊥ frozen: max ‖Δw⊥i‖/‖w⊥i(0)‖ while frac ≥ 0.3", round(dperp, 4), 0, "≤ 0.1", dperp <= 0.1),
     ]
     if len(taus) > 1:
         ordered = sorted(taus)
         diffs = [float(np.max(np.abs(np.nanmean(runs[t]["gamma_nodes"], 1) - g_mean)[window])) for t in ordered[1:]]
         gap = diffs[0]
-        verdicts.append(_verdict("E1", f"τ-independence: max |γ(τ={ordered[1]:g}) − γ(τ={ordered[0]:g})| while frac ≥ 0.3 (larger τ: {dict(zip(ordered[1:], np.round(diffs, 5).tolist()))})", round(gap, 5), 0, "≤ 1% of γ", gap <= 0.01 * float(np.max(g_mean[window]))))
+        verdicts.append(verdict("E1", f"τ-independence: max |γ(τ={ordered[1]:g}) − γ(τ={ordered[0]:g})| while frac ≥ 0.3 (larger τ: {dict(zip(ordered[1:], np.round(diffs, 5).tolist()))})", round(gap, 5), 0, "≤ 1% of γ", gap <= 0.01 * float(np.max(g_mean[window]))))
     return verdicts, runs, theory
 
 
@@ -163,10 +163,10 @@ def run_e2(d, t1=1e5, rtol=1e-8):
     prefactor = _rel(c["fraction"][later], pb.late_fraction(ts[later], d))
     rate0 = abs(float(c["rate"][0]) / pb.initial_rate(d) - 1)
     verdicts = [
-        _verdict("E2", f"dγ/d ln t on t ∈ [1e3, {t1:g}] (d={d})", round(slope, 4), 0.25, "± 0.01", abs(slope - 0.25) <= 0.01),
-        _verdict("E2", f"unsatisfied fraction slope in ln t for t ≥ 1e4 (d={d})", round(frac_slope, 4), -0.5, "± 0.03", abs(frac_slope + 0.5) <= 0.03),
-        _verdict("E2", "unsatisfied fraction vs √2 (d/2π)^¼ t^−½ for t ≥ 1e4 (max rel. error)", round(prefactor, 4), 0, "≤ 10%", prefactor <= 0.1),
-        _verdict("E2", "dγ/dt(0) vs 1/(α√(2πd)) (rel. error)", float(f"{rate0:.2e}"), 0, "≤ 1%", rate0 <= 0.01),
+        verdict("E2", f"dγ/d ln t on t ∈ [1e3, {t1:g}] (d={d})", round(slope, 4), 0.25, "± 0.01", abs(slope - 0.25) <= 0.01),
+        verdict("E2", f"unsatisfied fraction slope in ln t for t ≥ 1e4 (d={d})", round(frac_slope, 4), -0.5, "± 0.03", abs(frac_slope + 0.5) <= 0.03),
+        verdict("E2", "unsatisfied fraction vs √2 (d/2π)^¼ t^−½ for t ≥ 1e4 (max rel. error)", round(prefactor, 4), 0, "≤ 10%", prefactor <= 0.1),
+        verdict("E2", "dγ/dt(0) vs 1/(α√(2πd)) (rel. error)", float(f"{rate0:.2e}"), 0, "≤ 1%", rate0 <= 0.01),
     ]
     return verdicts, c
 
@@ -190,8 +190,8 @@ def run_e3(d, alphas, rtol=1e-8):
     spread = float(np.ptp(lazy) / np.mean(lazy)) if len(lazy) > 1 else float("nan")
     kappa_gamma = [r["gamma90"] * r["kappa"] for r in rows if r["alpha"] >= 30]
     verdicts = [
-        _verdict("E3", f"lazy side (α ≥ 30, κ = α/(h√d) ≥ {pb.laziness(d, 30):g}): RD·α at 90% satisfied constant", np.round(lazy, 4).tolist(), "constant", "spread ≤ 20%", spread <= 0.2),
-        _verdict("E3", "lazy side: γ₉₀·κ (science_B: ≈ 8)", np.round(kappa_gamma, 3).tolist(), 8, "report", True),
+        verdict("E3", f"lazy side (α ≥ 30, κ = α/(h√d) ≥ {pb.laziness(d, 30):g}): RD·α at 90% satisfied constant", np.round(lazy, 4).tolist(), "constant", "spread ≤ 20%", spread <= 0.2),
+        verdict("E3", "lazy side: γ₉₀·κ (science_B: ≈ 8)", np.round(kappa_gamma, 3).tolist(), 8, "report", True),
     ]
     return verdicts, rows
 
@@ -212,17 +212,12 @@ def run_e4(Ns, d, M, t1, rtol, tau):
     if len(rows) > 1:
         dep = np.array([r["departure_fraction"] for r in rows])
         exponent = float(-np.polyfit(np.log(Ns), np.log(dep), 1)[0])
-        verdicts.append(_verdict("E4", f"departure fraction ∝ (d/N)^x, N ∈ {list(Ns)}", round(exponent, 3), "x ∈ [0.2, 0.5] (heuristic 1/3)", "range", 0.2 <= exponent <= 0.5))
+        verdicts.append(verdict("E4", f"departure fraction ∝ (d/N)^x, N ∈ {list(Ns)}", round(exponent, 3), "x ∈ [0.2, 0.5] (heuristic 1/3)", "range", 0.2 <= exponent <= 0.5))
         errs = [r["test_error_final"] for r in rows]
-        verdicts.append(_verdict("E4", "final test error falls with N", np.round(errs, 4).tolist(), "decreasing", "monotone", all(np.diff(errs) < 0)))
+        verdicts.append(verdict("E4", "final test error falls with N", np.round(errs, 4).tolist(), "decreasing", "monotone", all(np.diff(errs) < 0)))
     return verdicts, rows
 
 
-def markdown_table(verdicts):
-    """The verdicts as a markdown table."""
-    rows = ["| exp | claim | measured | predicted | tolerance | pass |", "|---|---|---|---|---|---|"]
-    rows += [f"| {v['experiment']} | {v['claim']} | {v['measured']} | {v['predicted']} | {v['tolerance']} | {'yes' if v['pass'] else 'NO'} |" for v in verdicts]
-    return "\n".join(rows) + "\n"
 
 
 def _plots(out, runs, theory, e2, e3):
@@ -288,9 +283,6 @@ def run(out: Path, quick=False, rtol=1e-6) -> list:
         e3 = run_e3(d=E2_D, alphas=(0.3, 1, 3, 10, 30, 100, 300))
         e4 = run_e4(Ns=(250, 500, 1000), d=20, M=50, t1=60.0, rtol=rtol, tau=1e-3)
     verdicts = e1[0] + e2[0] + e3[0] + e4[0]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "verdicts.json").write_text(json.dumps(verdicts, indent=2, default=_jsonable))
-    (out / "verdicts.md").write_text(markdown_table(verdicts))
     summary = {
         "quick": quick,
         "wall_seconds": time.perf_counter() - start,
@@ -298,13 +290,9 @@ def run(out: Path, quick=False, rtol=1e-6) -> list:
         "e3_alpha_sweep": e3[1],
         "e4_finite_N": e4[1],
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
+    verdicts_io.write(out, verdicts, summary)
     _plots(out, e1[1], e1[2], e2, e3)
     return verdicts
-
-
-def _jsonable(x):
-    return x.tolist() if hasattr(x, "tolist") else str(x)
 
 
 def register(subparsers):
@@ -317,6 +305,6 @@ def register(subparsers):
 
 def main(args) -> int:
     verdicts = run(args.out, quick=args.quick, rtol=args.rtol)
-    print(markdown_table(verdicts))
+    print(verdicts_io.markdown_table(verdicts))
     print(f"wrote {args.out}/verdicts.json, verdicts.md, summary.json and figures")
     return 0
