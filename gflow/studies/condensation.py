@@ -291,15 +291,4 @@ def run(out: Path, quick=False, rtol=1e-6) -> list:
 
 
 def register(subparsers):
-    p = subparsers.add_parser("condensation", help="Zhou et al. 2022: condensed orientations (D1–D3)")
-    p.add_argument("--quick", action="store_true", help="small version in under a minute")
-    p.add_argument("--rtol", type=float, default=1e-6)
-    p.add_argument("--out", type=Path, default=Path("results/condensation"))
-    p.set_defaults(func=main)
-
-
-def main(args) -> int:
-    verdicts = run(args.out, quick=args.quick, rtol=args.rtol)
-    print(verdicts_io.markdown_table(verdicts))
-    print(f"wrote {args.out}/verdicts.json, verdicts.md, summary.json and figures")
-    return 0
+    verdicts_io.register_study(subparsers, "condensation", "Zhou et al. 2022: condensed orientations (D1–D3)", run, "results/condensation")

@@ -39,3 +39,20 @@ def write(out: Path, verdicts, summary):
     (out / "verdicts.json").write_text(json.dumps(verdicts, indent=2, default=jsonable))
     (out / "verdicts.md").write_text(markdown_table(verdicts))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=jsonable))
+
+
+def register_study(subparsers, name, help, run, default_out):
+    """A `gflow NAME [--quick] [--rtol R] [--out DIR]` subcommand that calls
+    `run(out, quick=, rtol=) -> verdicts` and prints the verdict table."""
+    p = subparsers.add_parser(name, help=help)
+    p.add_argument("--quick", action="store_true", help="small version in about a minute")
+    p.add_argument("--rtol", type=float, default=1e-6)
+    p.add_argument("--out", type=Path, default=Path(default_out))
+
+    def main(args) -> int:
+        verdicts = run(args.out, quick=args.quick, rtol=args.rtol)
+        print(markdown_table(verdicts))
+        print(f"wrote {args.out}/verdicts.json, verdicts.md, summary.json and figures")
+        return 0
+
+    p.set_defaults(func=main)
