@@ -307,12 +307,13 @@ def simulate(
         event_is_bool=event_is_bool,
         max_steps=max_steps,
         save_params=save_params,
+        progress=progress,
     )
     if switching is not None:
         from .switching import integrate
 
         return integrate(objective, switching, params0, args, t0, t1, ts, *tolerances, **options)
-    return _solve(objective, params0, args, t0, t1, ts, *tolerances, progress=progress, **options)
+    return _solve(objective, params0, args, t0, t1, ts, *tolerances, **options)
 
 
 def _resolve_switching(switching, objective, params0, args):

@@ -212,6 +212,7 @@ def integrate(
     event_is_bool,
     max_steps,
     save_params,
+    progress=False,
 ):
     """Solve dθ/dt = −∇L(θ) across the switching surfaces of `switching` (see module docstring).
 
@@ -478,7 +479,17 @@ def integrate(
             done=reached_end | is_user | blew_up | collapsed | out_of_steps,
         )
 
-    final = jax.lax.while_loop(lambda s: ~s.done, step, state0)
+    meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+
+    def step_with_progress(carry):
+        state, meter_state = carry
+        state = step(state)
+        return state, meter.step(meter_state, (state.t - t0) / (t1 - t0))
+
+    final, meter_state = jax.lax.while_loop(
+        lambda c: ~c[0].done, step_with_progress, (state0, meter.init())
+    )
+    meter.close(meter_state)
     reached = jnp.arange(T) < final.save_index
     counts = final.counts
     per_step, at_start = grad_evals_per_step(solver)
