@@ -41,18 +41,26 @@ def write(out: Path, verdicts, summary):
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=jsonable))
 
 
-def register_study(subparsers, name, help, run, default_out):
+def exit_status(verdicts):
+    """The rule for every study command: 1 if any verdict row fails, 0 otherwise."""
+    return 0 if all(v["pass"] for v in verdicts) else 1
+
+
+def register_study(subparsers, name, help, run, default_out, *, rtol=True):
     """A `gflow NAME [--quick] [--rtol R] [--out DIR]` subcommand that calls
-    `run(out, quick=, rtol=) -> verdicts` and prints the verdict table."""
+    `run(out, quick=, rtol=) -> verdicts`, prints the verdict table and exits with
+    `exit_status(verdicts)`. With `rtol=False` there is no --rtol and `run(out, quick=)`."""
     p = subparsers.add_parser(name, help=help)
     p.add_argument("--quick", action="store_true", help="small version in about a minute")
-    p.add_argument("--rtol", type=float, default=1e-6)
+    if rtol:
+        p.add_argument("--rtol", type=float, default=1e-6)
     p.add_argument("--out", type=Path, default=Path(default_out))
 
     def main(args) -> int:
-        verdicts = run(args.out, quick=args.quick, rtol=args.rtol)
+        kwargs = {"rtol": args.rtol} if rtol else {}
+        verdicts = run(args.out, quick=args.quick, **kwargs)
         print(markdown_table(verdicts))
         print(f"wrote {args.out}/verdicts.json, verdicts.md, summary.json and figures")
-        return 0
+        return exit_status(verdicts)
 
     p.set_defaults(func=main)
