@@ -12,10 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import scipy.integrate
-from jax.flatten_util import ravel_pytree
 
 from . import status as _status
-from .flow import _check_params, _check_times
+from .flow import _check_params, _check_times, scale_aware_atol
 from .trajectory import Trajectory
 
 
@@ -105,22 +104,33 @@ def scipy_flow(grad_fn, params0, t1, *, t0=0.0, saveat=None, method="DOP853", rt
     """Solve the gradient flow with `scipy.integrate.solve_ivp` from a numpy gradient.
 
     `grad_fn(params) -> grads` works on pytrees of numpy arrays shaped like `params0`.
-    `atol=None` uses the same scale-aware rule as gflow: rtol·1e-2·rms(θ0).
+    `atol=None` uses the same scale-aware rule as gflow (`gflow.flow.scale_aware_atol`).
     Returns `(ts, params_at_ts, info)` with info = {"nfev", "wall", "status", "message"}.
+
+    The right-hand side is pure numpy: θ is split into views of the leaves (no JAX arrays,
+    no device transfers), so the wall time is scipy's and the gradient's, as a user writes it.
     """
-    flat0, unravel = ravel_pytree(params0)
-    flat0 = np.asarray(flat0, dtype=np.float64)
+    leaves, treedef = jax.tree.flatten(params0)
+    shapes = [np.shape(leaf) for leaf in leaves]
+    splits = np.cumsum([int(np.prod(shape)) for shape in shapes])[:-1]
+
+    def ravel(tree):
+        return np.concatenate([np.ravel(np.asarray(leaf, dtype=np.float64)) for leaf in jax.tree.leaves(tree)])
+
+    def unravel(theta):
+        return jax.tree.unflatten(treedef, [x.reshape(s) for x, s in zip(np.split(theta, splits), shapes)])
+
+    flat0 = ravel(params0)
     if atol is None:
-        atol = rtol * 1e-2 * np.sqrt(np.mean(flat0**2))
+        atol = float(scale_aware_atol(params0, rtol))
 
     def rhs(t, theta):
-        g = grad_fn(jax.tree.map(np.asarray, unravel(theta)))
-        return -np.concatenate([np.ravel(x) for x in jax.tree.leaves(g)])
+        return -ravel(grad_fn(unravel(theta)))
 
     ts = np.array([t0, t1]) if saveat is None else np.asarray(saveat, dtype=np.float64)
     start = time.perf_counter()
     sol = scipy.integrate.solve_ivp(rhs, (t0, t1), flat0, method=method, t_eval=ts, rtol=rtol, atol=atol)
     wall = time.perf_counter() - start
-    params = [jax.tree.map(np.asarray, unravel(sol.y[:, k])) for k in range(sol.y.shape[1])]
+    params = [unravel(sol.y[:, k].copy()) for k in range(sol.y.shape[1])]
     info = {"nfev": sol.nfev, "wall": wall, "status": sol.status, "message": sol.message}
     return sol.t, params, info
