@@ -9,13 +9,14 @@ exponential or 2·logistic loss, on equiangular data of separation exactly μ (`
 4. the late phase: L·t bounded, stable rank → `min2024.stable_rank_limit`, balancedness,
 5. the same observables on digits 0 vs 1 (and MNIST when `--mnist DIR` is given).
 
-The synthetic grid points of one padded data shape run as lanes through one jitted
-`gflow.simulate` (the data, loss, scale, tolerances and phase are lane *data*, passed as
-`args`, so each shape compiles once). A lane runs in phases: to t_align (alignment event), to
-t_esc (loss ≤ L(0)/2), then free to `t_late`. See docs/alignment.md for the measured verdict.
+The synthetic grid points of one data size n are solved by the continuous-batching pool
+`gflow.batching.solve_batch` (the data, loss, scale and phase are per-point `args`, so each n
+compiles once). A point runs in phases that continue from the previous one's final state: to
+t_align (alignment event), to t_esc (loss ≤ L(0)/2), then free to `t_late`. See docs/alignment.md for the measured verdict.
 Writes `results.nc` (one netCDF group per experiment), `verdict.json`, `verdict.md` and figures.
 """
 
+import functools
 import json
 import os
 import time
@@ -46,6 +47,7 @@ class AlignConfig:
     delta: float = 1e-2
     rtol: float = 1e-7
     max_steps: int = 200_000
+    lanes: int = 8  # width of the solve_batch pool
     digits_n: int = 60  # subsample of digits 0 vs 1 (0: skip)
     digits_t1: float = 30.0
     real_seeds: tuple = (0,)
@@ -64,9 +66,9 @@ FULL = dict(
 )
 
 
-# ----------------------------------------------------------------------------- one lane's flow
-def _objective(params, lane):
-    """L = scale · Σ_i |y_i| ℓ(f(x_i), y_i); y_i = 0 marks a padding row (no loss, no cone)."""
+# ----------------------------------------------------------------------------- the lanes' flows
+def _loss(params, lane):
+    """L = scale · Σ_i ℓ(f(x_i), y_i), ℓ the exponential or 2·logistic loss (scale 1 or 1/n)."""
     import jax.numpy as jnp
 
     from .. import losses, models
@@ -74,7 +76,12 @@ def _objective(params, lane):
     f = models.two_layer(params, lane["X"])
     y = lane["y"]
     ell = jnp.where(lane["logistic"], losses.logistic(f, y, factor=2.0), losses.exponential(f, y))
-    return lane["scale"] * jnp.sum(jnp.abs(y) * ell)
+    return lane["scale"] * jnp.sum(ell)
+
+
+def _objective(params, lane):
+    """rate · L: the flow dθ/dτ = −rate·∇L(θ) is the gradient flow in the time t = rate·τ."""
+    return lane["rate"] * _loss(params, lane)
 
 
 def _event(params, lane):
@@ -83,11 +90,13 @@ def _event(params, lane):
     from ..observables import aligned
 
     is_aligned = jnp.all(aligned(params, lane["X"], lane["y"], lane["delta"]))
-    escaped = _objective(params, lane) <= 0.5 * lane["L0"]
+    escaped = _loss(params, lane) <= 0.5 * lane["L0"]
     return jnp.where(lane["phase"] == ALIGN, is_aligned, (lane["phase"] == ESCAPE) & escaped)
 
 
+@functools.cache
 def _observables():
+    """One dict of functions for every solve, so that the pool compiles once per data shape."""
     from .. import observables as obs
 
     return {
@@ -100,169 +109,126 @@ def _observables():
     }
 
 
-_FLOWS = {}
+def _save_grid(t1, first):
+    """0 and a geometric grid from `first`·t1 to t1: the directions move on every time scale."""
+    return np.concatenate([[0.0], np.geomspace(first * t1, t1, NUM_SAVES - 1)])
 
 
-def _flow(max_steps):
-    """The jitted solve of one lane (one per max_steps; a new data shape recompiles)."""
-    key = max_steps
-    if key not in _FLOWS:
-        import equinox as eqx
-
-        from .. import simulate
-
-        def one(params0, lane):
-            return simulate(
-                _objective,
-                params0,
-                lane["t1"],
-                t0=lane["t0"],
-                saveat=lane["ts"],
-                rtol=lane["rtol"],
-                atol=lane["atol"],
-                observables=_observables(),
-                event=_event,
-                max_steps=max_steps,
-                save_params=False,
-                args=lane,
-            )
-
-        _FLOWS[key] = eqx.filter_jit(one)
-    return _FLOWS[key]
-
-
-def _run_phase(cfg, params, lanes, phase, t0, t1):
-    """Solve every lane from `params` at t0 to its event (or t1); returns the Trajectories
-    stacked along a leading lane axis (numpy). Lanes run one after another through one
-    compiled solve: `jax.vmap` would make every lane pay the slowest lane's steps, and the
-    event's root find would run on every step (lax.cond becomes select), 3× slower here."""
+def _solve_phase(cfg, params, lanes, phase, t1, rate=None):
+    """Every lane from `params` at τ = 0 to its event (or τ = t1), by the continuous-batching pool
+    (`gflow.batching.solve_batch`, `cfg.lanes` lanes); numpy Trajectory stacked along lanes and
+    the pool's lockstep efficiency. Each phase restarts the solver, as `gflow.simulate` from
+    the phase's initial state would (scale-aware atol from that state)."""
     import jax
-    import jax.numpy as jnp
 
-    s = np.linspace(0.0, 1.0, NUM_SAVES)
-    if phase == FREE:  # geometric: the late phase is scale-free in t
-        ts = t0[:, None] * (t1 / t0)[:, None] ** s
-    else:  # cubic: dense early, where the directions move
-        ts = t0[:, None] + (t1 - t0)[:, None] * (s**3 if phase == ALIGN else s)
-    ts[:, -1] = t1
-    lane_data = dict(lanes, t0=t0, t1=t1, ts=ts, phase=np.full(len(t0), phase))
-    solve = _flow(cfg.max_steps)
-    params, lane_data = jax.tree.map(jnp.asarray, (params, lane_data))
-    trajs = [solve(*jax.tree.map(lambda x: x[k], (params, lane_data))) for k in range(len(t0))]
-    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trajs)
+    from ..batching import solve_batch
+
+    count = len(lanes["y"])
+    args = dict(lanes, phase=np.full(count, phase), rate=np.ones(count) if rate is None else rate)
+    ts = _save_grid(t1, 1e-4 if phase == ALIGN else 1e-5)
+    traj, stats = solve_batch(_objective, params, t1, args=args, saveat=ts, rtol=cfg.rtol,
+                              observables=_observables(), event=_event, max_steps=cfg.max_steps,
+                              lanes=cfg.lanes)
+    return jax.tree.map(np.asarray, traj), stats
 
 
-def build_lanes(cfg, specs, pad_n, pad_d):
-    """Lane data and initial parameters for `specs` (dicts: n, mu, eps, seed, logistic, mean),
-    padded to `pad_n` points in `pad_d` dimensions (zero rows with y = 0; zero coordinates of
-    the data and of w_j(0), which the flow then never changes)."""
+def build_lanes(cfg, specs):
+    """Initial parameters and lane data (`args`) of `specs` (dicts: n, mu, eps, seed, logistic,
+    mean; all of one n), stacked along a leading lane axis."""
     import jax
 
     from .. import data, models
-    from ..flow import scale_aware_atol
 
-    X = np.zeros((len(specs), pad_n, pad_d))
-    y = np.zeros((len(specs), pad_n))
-    W = np.zeros((len(specs), cfg.width, pad_d))
-    v = np.zeros((len(specs), cfg.width))
-    tol_scale = np.zeros(len(specs))
-    atol = np.zeros(len(specs))
-    for k, s in enumerate(specs):
-        if "X" in s:
-            Xk, yk = s["X"], s["y"]
-        else:
-            Xk, yk = data.separated(1000 * s["seed"] + s["n"], s["n"], s["n"] + 1, s["mu"])
-        n, d = Xk.shape
-        X[k, :n, :d], y[k, :n] = Xk, yk
-        p0 = models.init_two_layer(jax.random.PRNGKey(s["seed"]), d, cfg.width, s["eps"])
-        W[k, :, :d], v[k] = p0["W"], p0["v"]
-        atol[k] = scale_aware_atol(p0, cfg.rtol)
-        # The solver's error norm is an RMS over all components: the padding (exactly zero
-        # error) would dilute it, so scale both tolerances by √(true size / padded size).
-        tol_scale[k] = np.sqrt((d + 1) / (pad_d + 1))
-    lanes = dict(
-        X=X,
-        y=y,
-        logistic=np.array([s.get("logistic", False) for s in specs]),
-        scale=np.array([1.0 / s["n"] if s.get("mean") else 1.0 for s in specs]),
-        delta=np.full(len(specs), cfg.delta),
-        rtol=cfg.rtol * tol_scale,
-        atol=atol * tol_scale,
-        L0=np.zeros(len(specs)),
-    )
-    return {"W": W, "v": v}, lanes
-
-
-def padded_shape(n, d):
-    """Lanes are padded to n' = max(32, next power of 2 ≥ n) points in d' = max(n' + 1, d)
-    dimensions: grids of many n share a few compiled solves."""
-    n_pad = max(32, 1 << (int(n) - 1).bit_length())
-    return n_pad, max(n_pad + 1, int(d))
+    params, lanes = [], []
+    for s in specs:
+        X, y = data.separated(1000 * s["seed"] + s["n"], s["n"], s["n"] + 1, s["mu"])
+        params.append(models.init_two_layer(jax.random.PRNGKey(s["seed"]), s["n"] + 1, cfg.width, s["eps"]))
+        lanes.append(dict(X=X, y=y, logistic=bool(s.get("logistic", False)),
+                          scale=1.0 / s["n"] if s.get("mean") else 1.0, delta=cfg.delta))
+    stack = lambda *xs: np.stack([np.asarray(x) for x in xs])  # noqa: E731
+    return jax.tree.map(stack, *params), jax.tree.map(stack, *lanes)
 
 
 def run_lanes(cfg, specs, t_align_max, t_late=None):
-    """Run the phases (to t_align; with `t_late`, then to t_esc and on to t_late) for every lane
-    spec, grouped by padded shape; returns a dict of per-lane numpy arrays in the order of specs.
-    Lane k must reach alignment by `t_align_max[k]`."""
-    shapes = [padded_shape(s["n"], s["X"].shape[1] if "X" in s else s["n"] + 1) for s in specs]
+    """Run the phases (to t_align; with `t_late`, then to t_esc and on to t_late) of every lane
+    spec, one pool per data size n; returns a dict of per-lane numpy arrays in the order of specs.
+    Lane k aligns by `t_align_max[k]` or fails the bound."""
     t_align_max = np.broadcast_to(np.asarray(t_align_max, float), (len(specs),))
-    order, parts = [], []
-    for shape in sorted(set(shapes)):
-        idx = [k for k, sh in enumerate(shapes) if sh == shape]
+    order, parts, start = [], [], time.perf_counter()
+    for n in sorted({s["n"] for s in specs}):
+        idx = [k for k, s in enumerate(specs) if s["n"] == n]
         order += idx
-        parts.append(_run_group(cfg, [specs[k] for k in idx], shape, t_align_max[idx], t_late))
+        parts.append(_run_group(cfg, [specs[k] for k in idx], t_align_max[idx], t_late))
     inverse = np.argsort(order)
 
     def merge(*xs):
         return np.concatenate(xs)[inverse]
 
-    out = {k: merge(*(p[k] for p in parts)) for k in parts[0] if k not in ("trace", "final_params", "data", "wall_seconds")}
-    out["wall_seconds"] = float(sum(p["wall_seconds"] for p in parts))
-    for key in ("trace", "final_params"):
-        out[key] = {k: merge(*(p[key][k] for p in parts)) for k in parts[0][key]}
+    def pad(W, d):  # final W of different n, zero-padded to the largest d
+        return np.pad(W, ((0, 0), (0, 0), (0, d - W.shape[-1])))
+
+    out = {k: merge(*(p[k] for p in parts)) for k in parts[0] if k not in ("trace", "final_params", "data", "pool")}
+    out["trace"] = {k: merge(*(p["trace"][k] for p in parts)) for k in parts[0]["trace"]}
+    d = max(p["final_params"]["W"].shape[-1] for p in parts)
+    out["final_params"] = dict(W=merge(*(pad(p["final_params"]["W"], d) for p in parts)),
+                               v=merge(*(p["final_params"]["v"] for p in parts)))
     data = [xy for p in parts for xy in p["data"]]
     out["data"] = [data[k] for k in inverse]
+    steps = [sum(getattr(s, key) for p in parts for s in p["pool"]) for key in ("lane_steps", "iterations")]
+    out["pool"] = dict(lanes=cfg.lanes, lane_steps=steps[0], iterations=steps[1],
+                       efficiency=steps[0] / max(1, cfg.lanes * steps[1]))
+    out["wall_seconds"] = time.perf_counter() - start
     return out
 
 
-def _run_group(cfg, specs, shape, t_align_max, t_late):
+def _run_group(cfg, specs, t_align_max, t_late):
+    """The phases of lanes of one data size. The flow is autonomous, so each phase runs in its
+    own time τ from 0 and continues the previous phase's `final_params`: (1) to the alignment
+    event, t1 = max bound (a lane that aligns after its own bound fails the verdict), (2) to the
+    escape event L ≤ L(0)/2, (3) free, as dθ/dτ = −c_k ∇L with c_k chosen so that τ = T ends
+    every lane at exactly t = t_late (c_k ∈ (0, 1]: a Runge–Kutta step h in τ is the step c_k·h
+    in t, and the step-size control is invariant under this rescaling but for the first step)."""
     import jax
 
-    params, lanes = build_lanes(cfg, specs, *shape)
-    lanes["L0"] = np.asarray(jax.vmap(_objective)(params, lanes))
-    start = time.perf_counter()
-    zero = np.zeros(len(specs))
-    p1 = _run_phase(cfg, params, lanes, ALIGN, zero, np.asarray(t_align_max, float))
+    params, lanes = build_lanes(cfg, specs)
+    lanes["L0"] = np.asarray(jax.vmap(_loss)(params, lanes))
+    p1, s1 = _solve_phase(cfg, params, lanes, ALIGN, float(np.max(t_align_max)))
     out = dict(
-        t_align=np.where(p1.status_code == EVENT, np.asarray(p1.t_event), np.nan),
-        status_align=np.asarray(p1.status_code),
-        steps_align=np.asarray(p1.num_steps),
-        rejected_align=np.asarray(p1.num_rejected_steps),
-        loss_at_align=np.asarray(p1.final_loss),
+        t_align=np.where(p1.status_code == EVENT, p1.t_event, np.nan),
+        status_align=p1.status_code,
+        steps_align=p1.num_steps,
+        rejected_align=p1.num_rejected_steps,
+        loss_at_align=np.asarray(jax.vmap(_loss)(p1.final_params, lanes)),
         L0=lanes["L0"],
     )
-    phases = [p1]
+    phases, times, losses, pool = [p1], [p1.ts], [p1.loss], [s1]
     if t_late is not None:
-        t_start = np.asarray(p1.t_final)
-        t_end = np.maximum(float(t_late), t_start * (1 + 1e-9) + 1e-9)
-        p2 = _run_phase(cfg, p1.final_params, lanes, ESCAPE, t_start, t_end)
+        start = p1.t_final
+        if not t_late > np.max(start):
+            raise ValueError(f"t_late = {t_late} must exceed the alignment phase's end {np.max(start):g}")
+        p2, s2 = _solve_phase(cfg, p1.final_params, lanes, ESCAPE, t_late - np.max(start))
         escaped_first = out["loss_at_align"] <= 0.5 * lanes["L0"]
-        out["t_esc"] = np.where((p2.status_code == EVENT) & ~escaped_first, np.asarray(p2.t_event), np.nan)
-        out["status_esc"] = np.asarray(p2.status_code)
-        out["steps_esc"] = np.asarray(p2.num_steps)
-        t_start = np.asarray(p2.t_final)
-        p3 = _run_phase(cfg, p2.final_params, lanes, FREE, t_start, np.maximum(t_end, t_start * (1 + 1e-9) + 1e-9))
-        out["status_late"] = np.asarray(p3.status_code)
-        out["steps_late"] = np.asarray(p3.num_steps)
+        out["t_esc"] = np.where((p2.status_code == EVENT) & ~escaped_first, start + p2.t_event, np.nan)
+        out["status_esc"] = p2.status_code
+        out["steps_esc"] = p2.num_steps
+        times.append(start[:, None] + p2.ts)
+        start = start + p2.t_final
+        horizon = t_late - np.min(start)
+        rate = np.maximum((t_late - start) / horizon, 1e-12)  # > 0 also for a lane that ran to t_late
+        p3, s3 = _solve_phase(cfg, p2.final_params, lanes, FREE, horizon, rate)
+        out["status_late"] = p3.status_code
+        out["steps_late"] = p3.num_steps
         phases += [p2, p3]
-    out["wall_seconds"] = time.perf_counter() - start
-    trace = {"t": np.concatenate([np.asarray(p.ts) for p in phases], axis=1)}
-    trace["loss"] = np.concatenate([np.asarray(p.loss) for p in phases], axis=1)
+        times.append(start[:, None] + rate[:, None] * p3.ts)
+        losses += [p2.loss, p3.loss / rate[:, None]]  # the objective was rate · L
+        pool += [s2, s3]
+    trace = {"t": np.concatenate(times, axis=1), "loss": np.concatenate(losses, axis=1)}
     for name in phases[0].observables:
-        trace[name] = np.concatenate([np.asarray(p.observables[name]) for p in phases], axis=1)
+        trace[name] = np.concatenate([p.observables[name] for p in phases], axis=1)
     out["trace"] = trace
-    out["final_params"] = jax.tree.map(np.asarray, phases[-1].final_params)
-    out["data"] = [(X[: s["n"], : s.get("d", s["n"] + 1)], y[: s["n"]]) for s, X, y in zip(specs, lanes["X"], lanes["y"])]
+    out["final_params"] = phases[-1].final_params
+    out["data"] = [(X, y) for X, y in zip(lanes["X"], lanes["y"])]
+    out["pool"] = pool
     return out
 
 
@@ -538,6 +504,7 @@ def to_dataset(out):
             data_vars[f"trace_{k}"] = (dims[v.ndim], v)
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs["wall_seconds"] = float(out["wall_seconds"])
+    ds.attrs.update({f"pool_{k}": v for k, v in out.get("pool", {}).items()})
     return ds
 
 
@@ -690,7 +657,8 @@ def run(cfg: AlignConfig, out_dir: Path) -> dict:
         fits.update(f)
     write_results(out_dir / "results.nc", {k: to_dataset(v) for k, v in results.items()})
     figures = _plots(cfg, results, fits, out_dir)
-    verdict = dict(rows=rows, fits=fits, config=asdict(cfg), wall_seconds=timing, figures=figures,
+    pool = {k: v["pool"] for k, v in results.items() if "pool" in v}
+    verdict = dict(rows=rows, fits=fits, config=asdict(cfg), wall_seconds=timing, pool=pool, figures=figures,
                    all_passed=all(r["passed"] for r in rows))
     (out_dir / "verdict.json").write_text(json.dumps(verdict, indent=2, default=float))
     (out_dir / "verdict.md").write_text(verdict_markdown(rows))
@@ -704,6 +672,7 @@ def register(subparsers):
     p.add_argument("--rtol", type=float, help=f"solver rtol (default {AlignConfig.rtol})")
     p.add_argument("--mnist", type=str, help="directory with MNIST IDX files: adds the MNIST 0 vs 1 run")
     p.add_argument("--no-digits", action="store_true", help="skip the digits run")
+    p.add_argument("--lanes", type=int, help=f"width of the solve_batch pool (default {AlignConfig.lanes})")
     p.add_argument("--out", type=Path, default=Path("results/alignment"))
     p.set_defaults(func=main)
 
@@ -718,6 +687,10 @@ def config_from_args(args) -> AlignConfig:
         if not 0 < args.rtol < 1e-3:
             raise ValueError(f"--rtol must lie in (0, 1e-3), got {args.rtol}")
         cfg = replace(cfg, rtol=args.rtol)
+    if args.lanes is not None:
+        if args.lanes < 1:
+            raise ValueError(f"--lanes must be a positive integer, got {args.lanes}")
+        cfg = replace(cfg, lanes=args.lanes)
     if args.mnist:
         cfg = replace(cfg, mnist=args.mnist)
     if args.no_digits:
