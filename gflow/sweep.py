@@ -5,8 +5,8 @@ the grid, fixed settings, the solve settings, and a *problem*: the user's functi
 one grid point (a dict of settings) into a `Problem` (objective, θ0, per-point data `args`,
 observables, event). `run(spec, out=DIR)` solves every point with the continuous-batching pool
 of `gflow.batching`, writes each chunk of points atomically to `DIR/chunks/`, and assembles
-`DIR/results.nc`: an `xarray.Dataset` with one dimension per axis (plus `time` for saved
-quantities), read back with `load(DIR)`.
+`DIR/results.nc` (netCDF) or `DIR/results.zarr` (zarr): an `xarray.Dataset` with one dimension
+per axis (plus `time` for saved quantities), read back with `load(DIR)`.
 
 Points are grouped by problem structure (same functions, same shapes of θ0 and args); within a
 group the points whose `args` are identical share them, so the lanes' products with the data
@@ -14,6 +14,7 @@ become one matmul. Rerunning an interrupted sweep skips the chunks already writt
 """
 
 import contextlib
+import shutil
 import dataclasses
 import functools
 import hashlib
@@ -33,6 +34,8 @@ import numpy as np
 from . import status as _status
 
 RESULTS = "results.nc"
+RESULTS_ZARR = "results.zarr"
+FORMATS = {"netcdf": RESULTS, "zarr": RESULTS_ZARR}
 CHUNKS = "chunks"
 SPEC = "spec.json"
 
@@ -434,6 +437,31 @@ def _atomic_write(path: Path, write: Callable[[Any], None], durable: bool = Fals
             tmp.unlink()
 
 
+def _atomic_write_dir(path: Path, write: Callable[[Path], None]) -> None:
+    """Write a directory (a zarr store) under a temporary name, then swap it in by renames: a
+    reader finds the old store, the whole new one, or (between the two renames) none, never a
+    partial one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    old = path.with_name(f".{path.name}.{os.getpid()}.old")
+    try:
+        write(tmp)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        for stale in (tmp, old):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _write_dataset(ds, out: Path, format: str) -> Path:
+    path = out / FORMATS[format]
+    if format == "zarr":
+        _atomic_write_dir(path, lambda tmp: ds.to_zarr(tmp, mode="w", consolidated=False))
+    else:
+        _atomic_write(path, lambda f: f.write(ds.to_netcdf(engine="h5netcdf")), durable=True)
+    return path
+
+
 def _chunk_path(out: Path, indices: list[int]) -> Path:
     return out / CHUNKS / f"chunk-{indices[0]:08d}-{len(indices):05d}.npz"
 
@@ -501,14 +529,16 @@ def run(
     resume: bool = True,
     address: str | None = None,
     retries: int = 2,
+    format: str | None = None,
 ):
-    """Solve every point of `spec` and write `out/results.nc`; return the `xarray.Dataset`.
+    """Solve every point of `spec` and write `out/results.nc` (or `out/results.zarr`); return
+    the `xarray.Dataset`.
 
     **Arguments:**
 
     - `spec`: a `Spec` (or a path to a TOML config, read with `load_spec`).
     - `out`: output directory. Chunks go to `out/chunks/` (atomic writes); the dataset to
-      `out/results.nc`; the spec to `out/spec.json`.
+      `out/results.nc` or `out/results.zarr`; the spec to `out/spec.json`.
     - `executor`: "local" (this process) or "dask" (chunks submitted to a
       `distributed.Client` at `address`, or a 2-worker `LocalCluster` when `address` is None;
       a chunk whose worker dies is retried up to `retries` times).
@@ -517,6 +547,7 @@ def run(
     - `progress`: tqdm bar over points with failures and ETA, and a one-line summary.
     - `resume`: skip chunks already in `out/chunks` (the directory must hold the same spec and
       chunk size); False starts over.
+    - `format`: "netcdf" (h5netcdf) or "zarr"; by default "zarr" when `out` ends in ".zarr".
 
     **Returns:** the dataset (see `assemble`). A point whose solve fails is a result with its
     status (`gflow.status`), not an exception; bad specs raise `ValueError` before any work.
@@ -528,6 +559,10 @@ def run(
     if executor not in ("local", "dask"):
         raise ValueError(f"executor must be 'local' or 'dask', got {executor!r}")
     out = Path(out)
+    if format is None:
+        format = "zarr" if out.suffix == ".zarr" else "netcdf"
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
     size = _chunk_size(spec, chunk_size)
     chunks = plan(spec, size)
     _prepare_out(spec, out, resume, size)
@@ -550,12 +585,12 @@ def run(
             bar.update(len(indices))
             bar.set_postfix(failed=failures)
     ds = assemble(spec, [_read_chunk(_chunk_path(out, ix)) for ix in chunks])
-    _atomic_write(out / RESULTS, lambda f: f.write(ds.to_netcdf(engine="h5netcdf")), durable=True)
+    path = _write_dataset(ds, out, format)
     if progress:
         counts = {name: int((ds["status"] == code).sum()) for code, name in enumerate(_status.NAMES)}
         summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
         print(f"gflow sweep: {total} points ({summary}) in {time.perf_counter() - start:.1f} s "
-              f"→ {out / RESULTS}")
+              f"→ {path}")
     return ds
 
 
@@ -624,11 +659,19 @@ def _versions() -> dict:
 
 
 def load(out):
-    """The dataset of a finished sweep in directory `out` (netCDF; nothing is unpickled)."""
+    """The dataset of a finished sweep in directory `out`: `results.nc` or `results.zarr`, the
+    newer if both exist (numeric arrays and JSON attributes; nothing is unpickled)."""
     import xarray as xr
 
-    path = Path(out) / RESULTS
-    if not path.exists():
-        raise ValueError(f"no sweep results at {path}: run the sweep first (gflow sweep ... --out {out})")
+    found = [Path(out) / name for name in FORMATS.values() if (Path(out) / name).exists()]
+    if not found:
+        raise ValueError(
+            f"no sweep results ({' or '.join(FORMATS.values())}) in {out}: run the sweep first "
+            f"(gflow sweep ... --out {out})"
+        )
+    path = max(found, key=lambda p: p.stat().st_mtime_ns)
+    if path.name == RESULTS_ZARR:
+        with xr.open_zarr(path, consolidated=False) as ds:
+            return ds.load()
     with xr.open_dataset(path, engine="h5netcdf") as ds:
         return ds.load()

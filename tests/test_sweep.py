@@ -119,6 +119,22 @@ def test_chunk_sizes_give_identical_results(local2, tmp_path):
     assert sweep.load(tmp_path).identical(other)
 
 
+def test_zarr_output_reads_back_as_netcdf(local2, tmp_path):
+    out = tmp_path / "sweep.zarr"  # the suffix selects zarr
+    ds = sweep.run(linear_spec(), out=out, chunk_size=2, progress=False)
+    assert (out / sweep.RESULTS_ZARR).is_dir() and not (out / sweep.RESULTS).exists()
+    _results(ds).identical(_results(local2)) or pytest.fail("zarr sweep differs from netCDF sweep")
+    loaded = sweep.load(out)
+    assert loaded.identical(ds) and loaded.attrs["spec"] == local2.attrs["spec"]
+    assert loaded["status"].attrs["flag_meanings"] == local2["status"].attrs["flag_meanings"]
+    # A rerun resumes from the chunks and replaces the store whole; no temporary stores remain.
+    again = sweep.run(linear_spec(), out=out, chunk_size=2, progress=False, format="zarr")
+    assert again.identical(ds)
+    assert sorted(p.name for p in out.iterdir()) == ["chunks", sweep.RESULTS_ZARR, sweep.SPEC]
+    with pytest.raises(ValueError, match="format must be one of"):
+        sweep.run(linear_spec(), out=out, chunk_size=2, progress=False, format="hdf5")
+
+
 def test_dask_matches_local_and_survives_a_dying_worker(local2, tmp_path, monkeypatch):
     for key in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
         monkeypatch.setenv(key, CHILD_ENV[key])

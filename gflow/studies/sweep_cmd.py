@@ -1,7 +1,7 @@
 """`gflow sweep CONFIG.toml --out DIR`: run a grid of gradient flows (see `gflow.sweep`).
 
 Shows a progress bar (points done, failures, ETA) and a one-line summary; the dataset goes to
-`DIR/results.nc`. Rerunning the same command resumes an interrupted sweep. The exit code is
+`DIR/results.nc` (or `DIR/results.zarr` with `--format zarr`). Rerunning the same command resumes an interrupted sweep. The exit code is
 non-zero only when the sweep could not run (bad config: 2); a failed trajectory is a result.
 """
 
@@ -15,6 +15,8 @@ def register(subparsers):
     p.add_argument("--executor", choices=("local", "dask"), default="local")
     p.add_argument("--address", default=None, help="Dask scheduler address (default: LocalCluster)")
     p.add_argument("--chunk-size", type=int, default=None, help="points per chunk (default 4 × lanes)")
+    p.add_argument("--format", choices=("netcdf", "zarr"), default=None,
+                   help="dataset format (default: zarr if DIR ends in .zarr, else netCDF)")
     p.add_argument("--restart", action="store_true", help="discard chunks from an earlier run")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=main)
@@ -31,5 +33,6 @@ def main(args) -> int:
         chunk_size=args.chunk_size,
         progress=not args.quiet,
         resume=not args.restart,
+        format=args.format,
     )
     return 0
