@@ -95,3 +95,27 @@ def test_quick_mode_smoke(tmp_path):
     assert all(v["pass"] for v in verdicts if v["experiment"] == "E2")
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert all(r["status"] == "success" for r in summary["e1_network"].values())
+
+
+def test_finite_m_band_against_sampled_node_populations():
+    # Draw many M-node populations; each puts the satisfaction point of one example (fixed x⊥)
+    # at the root of its own f(x∥) = h. Across populations the roots centre on the closure's x*
+    # with the sd s_x of `satisfaction_band` (the first-order finite-M band of §E).
+    rng = np.random.default_rng(3)
+    d, M, gamma, draws = 20, 400, 1.2, 600
+    x_perp = rng.standard_normal(d - 1)
+    q = float(x_perp @ x_perp) / d
+    a0, w0 = rng.standard_normal((2, draws, M))
+    z = rng.standard_normal((draws, M)) * np.sqrt(q * d)  # w⊥·x⊥ ~ N(0, |x⊥|²)
+    a, w = (np.asarray(v) for v in pb.hyperbola(a0, w0, gamma))
+    lo, hi = np.zeros(draws), np.full(draws, 12.0)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        below = np.mean(a * np.maximum(w * mid[:, None] + z, 0) / np.sqrt(d), axis=1) < 1.0
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    roots = (lo + hi) / 2
+    x_star = float(np.mean(roots))
+    spread = np.mean([pb.finite_m_spread(x_star, z[k][:, None], gamma, a0[k], w0[k], d)[0] for k in range(100)])
+    xs, sx = pb.satisfaction_band(np.array([q]), np.array([gamma]), np.array([spread]), d)
+    assert np.mean(roots) == pytest.approx(float(xs[0]), abs=3 * np.std(roots) / np.sqrt(draws))
+    assert np.std(roots) == pytest.approx(float(sx[0]), rel=0.1)

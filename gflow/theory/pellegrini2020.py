@@ -179,6 +179,35 @@ def mean_abs_cos(gamma, d, nodes=None):
     return jnp.sum(wq[:, None] * weight * cos, axis=(-2, -1))
 
 
+@jax.jit
+def finite_m_spread(x_par, z_perp, gamma, a0, w_par0, d):
+    """s/α, the finite-M standard deviation of f(x)/α = (1/M) Σ_i a_i(γ) ReLU((w∥i(γ) x∥ +
+    w⊥i·x⊥)/√d) over the draw of M nodes (science_B §E, finite size [R]), from the M nodes'
+    initial a₀ (M,), w∥₀ (M,) and z_perp = w⊥i·x⊥ (M, …) on the hyperbola at γ; x_par and
+    gamma broadcast against z_perp's trailing axes."""
+    a, w = hyperbola(jnp.asarray(a0)[:, None], jnp.asarray(w_par0)[:, None], jnp.asarray(gamma))
+    values = a * jax.nn.relu((w * jnp.asarray(x_par) + jnp.asarray(z_perp)) / jnp.sqrt(d))
+    return jnp.std(values, axis=0) / jnp.sqrt(values.shape[0])
+
+
+def satisfaction_band(q, gamma, spread, d, alpha=1.0, h=1.0, nodes=None):
+    """(x*, s_x): where an example with perpendicular norm q is predicted to become satisfied when the closure is at
+    γ, x*(q, γ), and the ±1 sd finite-M band around it, s_x = (s/α)/∂F/∂x∥(x*, q, γ), from
+    αF(x*) + s·ε = h at first order (Pellegrini & Biroli, Fig. 1: |x·ŵ*| against the first
+    satisfaction time). Arrays of examples; `spread` = s/α of `finite_m_spread`."""
+    nodes = node_quadrature() if nodes is None else nodes
+    consts = (jnp.asarray(float(d)), jnp.asarray(float(alpha)), jnp.asarray(float(h)), nodes)
+    return _band(jnp.asarray(q, float), jnp.asarray(gamma, float), jnp.asarray(spread, float), consts)
+
+
+@jax.jit
+def _band(q, gamma, spread, consts):
+    d, alpha, h, nodes = consts
+    xs = jax.vmap(lambda qi, gi: x_star(qi, gi, d, alpha, h, nodes))(q, gamma)
+    slope = jax.vmap(lambda xi, qi, gi: dF_dx(xi, qi, gi, d, nodes))(xs, q, gamma)
+    return xs, spread / slope
+
+
 def initial_rate(d, alpha=1.0):
     """dγ/dt at t = 0, where every example is unsatisfied: 1/(α√(2πd))."""
     return 1.0 / (alpha * np.sqrt(2 * np.pi * d))

@@ -121,7 +121,8 @@ def _polish_maximum(T, u, scale, iterations=30):
 def predicted_directions(activation, X, residual, a_sign=None):
     """Unit vectors (rows) of the predicted condensed orientations for an activation of
     multiplicity 1, 2 or 3; with `a_sign` (+1 or −1) only those for output weights of that sign
-    (orientations, so antipodes count separately: p = 1 gives ±ĝ)."""
+    (orientations, so antipodes count separately: p = 1 gives ±ĝ). Shape (k, d+1); k = 0 for
+    p = 3 where T_3 has no local maximum with T_3 > 0."""
     p = multiplicity(activation)
     if p == 1:
         g = direction_p1(X, residual)
@@ -133,4 +134,4 @@ def predicted_directions(activation, X, residual, a_sign=None):
         m = maxima_p3(X, residual)
         pairs = {1: list(m), -1: list(-m)}
     keep = (1, -1) if a_sign is None else (int(np.sign(a_sign)),)
-    return np.stack([v for s in keep for v in pairs[s]])
+    return np.array([v for s in keep for v in pairs[s]]).reshape(-1, np.shape(X)[-1] + 1)
