@@ -1,17 +1,19 @@
-"""`gflow condensation`: experiments D1–D3 of science_B §D (Zhou et al., NeurIPS 2022) as
+"""`gflow condensation`: experiments D1–D4 of science_B §D (Zhou et al., NeurIPS 2022) as
 gradient flows, with the automatic orientation count of `gflow.condensation`.
 
 - D1 (d = 1, the data of the paper's Fig. 5): K_line = p for tanh, x·tanh x, x²·tanh x in ≥ 80%
   of seeds, K ≤ 2p in all, and centroids within |cos| ≥ 0.98 of the leading-order directions of
-  `gflow.theory.zhou2022`.
+  `gflow.theory.zhou2022`; reported: the direction of every neuron, whatever its norm.
 - D2 (d = 5, the data of Fig. 2): p = 1 gives one line with quality ≥ 0.9 (tanh: K = 2);
   x·tanh x gives K ∈ {3, 4}; x²·tanh x gives K ≤ 6, compared with the KKT count of T_3; ReLU is
   reported only.
 - D3: after the stopping time the count K(t) does not fall as the loss falls.
+- D4 (the residual net of Fig. 3): lines per layer 3, 2, 1, 1, 1 (the multiplicities).
 
-The "initial stage" ends at T_stop, the first time R_S ≤ 0.99·R_S(0), or when
-max_j ‖w_j‖ = 30·σ0·√(d+1) (science_B §D [P]). Writes `verdicts.json`, `verdicts.md`,
-`summary.json` and heat maps `heatmaps_D1.png`, `heatmaps_D2.png`, `counts_D3.png` into --out.
+The "initial stage" ends at T_stop, the first time R_S ≤ 0.99·R_S(0); the norm cap
+max_j ‖w_j‖ = 30·σ0·√(d+1) is only the fallback for a flow that never gets there (science_B §D
+[P]). Writes `verdicts.json`, `verdicts.md`, `summary.json`, heat maps `heatmaps_D1.png`,
+`heatmaps_D2.png`, `heatmaps_D4.png`, `directions_D1.png` and `counts_D3.png` into --out.
 """
 
 import time
@@ -63,57 +65,96 @@ def _risk(params, args):
 
 
 def _stop(params, args):
-    """T_stop: R_S ≤ 0.99·R_S(0), or max_j ‖w_j‖ ≥ 30σ0√(d+1) (science_B §D [P])."""
+    """R_S ≤ risk_stop, or max_j ‖w_j‖ ≥ w_max (∞ unless the fallback is in use)."""
     import jax.numpy as jnp
 
     big = jnp.linalg.norm(params["W"], axis=1).max() >= args["w_max"]
     return (_risk(params, args) <= args["risk_stop"]) | big
 
 
-def initial_stage(X, y, activation, width, seed, rtol=1e-6, t1=1e9, later=()):
-    """Gradient flow of R_S from N(0, σ0²) parameters up to T_stop.
+def _flow_stages(risk, stop, params0, args, w_cap, rtol, t1, later):
+    """The stopping rule of science_B §D [P] for any net: flow from params0 to T_stop, the first
+    time R_S ≤ 0.99·R_S(0); only if the flow never gets there before t1 (or fails), to the
+    fallback where a row norm reaches w_cap. Then, for each fraction in `later` (decreasing,
+    < 0.99), on to where R_S = fraction·R_S(0). `stop(params, args)` must fire on R_S ≤
+    args["risk_stop"] or a row norm ≥ args["w_max"]. Every solve reuses one compiled solve:
+    the rules differ only in args.
+
+    Returns (params at T_stop and at each later stop, their times, R_S/R_S(0) there, the rule
+    that set T_stop, the status and step count of the solve to T_stop)."""
+    import jax.numpy as jnp
+
+    from .. import simulate
+
+    risk0 = risk(params0, args)
+    args = dict(args, risk_stop=0.99 * risk0, w_max=jnp.asarray(np.inf))
+    traj = simulate(risk, params0, t1, rtol=rtol, event=stop, args=args, save_params=False)
+    rule = "loss"
+    if str(traj.status) != "event":
+        rule = "norm cap"
+        cap = dict(args, w_max=jnp.asarray(w_cap))
+        traj = simulate(risk, params0, t1, rtol=rtol, event=stop, args=cap, save_params=False)
+    status, steps = str(traj.status), int(traj.num_steps)
+    params, ts = [traj.final_params], [float(traj.t_final)]
+    for fraction in later:
+        args["risk_stop"] = fraction * risk0
+        traj = simulate(risk, params[-1], t1, t0=ts[-1], rtol=rtol, event=stop, args=args, save_params=False)
+        if str(traj.status) != "event":
+            break
+        params.append(traj.final_params)
+        ts.append(float(traj.t_final))
+    risks = [float(risk(q, args) / risk0) for q in params]
+    return params, ts, risks, rule, status, steps
+
+
+def initial_stage(X, y, activation, width, seed, rtol=1e-6, t1=1e9, later=(), sigma0=None):
+    """Gradient flow of R_S for the two-layer net with bias from N(0, σ0²) parameters up to T_stop
+    (`_flow_stages`; fallback max_j ‖w_j‖ = 30σ0√(d+1)). σ0 defaults to `init_scale(activation)`.
 
     Returns a dict with the weights W and a at T_stop, the residual e = f − y there, T_stop,
-    the status, the step count, and, for each fraction in `later` (decreasing, < 0.99), the
-    time, weights and risk where the continued flow first reaches R_S = fraction·R_S(0).
+    the rule that set it ("loss" or "norm cap"), the status, the step count, and, for each
+    fraction in `later`, the time ("later_ts"), weights ("later_W") and R_S/R_S(0)
+    ("later_risk") where the continued flow first reaches R_S = fraction·R_S(0) (T_stop first).
     """
     import jax
     import jax.numpy as jnp
 
-    from .. import models, simulate
+    from .. import models
 
-    sigma0 = init_scale(activation)
-    params = models.init_two_layer_bias(jax.random.PRNGKey(seed), X.shape[1], width, sigma0)
+    sigma0 = init_scale(activation) if sigma0 is None else sigma0
+    params0 = models.init_two_layer_bias(jax.random.PRNGKey(seed), X.shape[1], width, sigma0)
     args = {"X": jnp.asarray(X), "y": jnp.asarray(y), "activation": jnp.asarray(ACTIVATIONS.index(activation))}
-    risk0 = _risk(params, args)
-    args["risk_stop"] = 0.99 * risk0
-    args["w_max"] = jnp.asarray(30 * sigma0 * np.sqrt(X.shape[1] + 1))
-    traj = simulate(_risk, params, t1, rtol=rtol, event=_stop, args=args, save_params=False)
-    params = traj.final_params
-    out = {
-        "W": np.asarray(params["W"]),
-        "a": np.asarray(params["a"]),
-        "residual": np.asarray(models.two_layer_bias(params, X, activation)) - y,
-        "t_stop": float(traj.t_final),
-        "status": str(traj.status),
-        "num_steps": int(traj.num_steps),
-        "stopped_by_loss": bool(_risk(params, args) <= args["risk_stop"] * (1 + 1e-9)),
-        "later_ts": [float(traj.t_final)],
-        "later_risk": [float(_risk(params, args) / risk0)],
+    w_cap = 30 * sigma0 * np.sqrt(X.shape[1] + 1)
+    params, ts, risks, rule, status, steps = _flow_stages(_risk, _stop, params0, args, w_cap, rtol, t1, later)
+    return {
+        "W": np.asarray(params[0]["W"]),
+        "a": np.asarray(params[0]["a"]),
+        "residual": np.asarray(models.two_layer_bias(params[0], X, activation)) - y,
+        "t_stop": ts[0],
+        "stop_rule": rule,
+        "status": status,
+        "num_steps": steps,
+        "later_ts": ts,
+        "later_risk": risks,
+        "later_W": [np.asarray(q["W"]) for q in params],
     }
-    out["later_W"] = [out["W"]]
-    # The continued flow reuses the same compiled solve, with the loss event moved down.
-    args["w_max"] = jnp.asarray(np.inf)
-    for fraction in later:
-        args["risk_stop"] = fraction * risk0
-        traj = simulate(_risk, params, t1, t0=out["later_ts"][-1], rtol=rtol, event=_stop, args=args, save_params=False)
-        if str(traj.status) != "event":
-            break
-        params = traj.final_params
-        out["later_ts"].append(float(traj.t_final))
-        out["later_W"].append(np.asarray(params["W"]))
-        out["later_risk"].append(float(_risk(params, args) / risk0))
-    return out
+
+
+def alignment(result, activation, X):
+    """cos(ŵ_j, nearest predicted orientation for the sign of a_j) for every neuron j, with no
+    norm cut: the direction statistics of all neurons, not only the active set (nan where the
+    theory predicts no orientation, e.g. p = 3 where T_3 has no maximum with T_3 > 0)."""
+    from ..condensation import _unit
+    from ..theory import zhou2022
+
+    U = _unit(result["W"])
+    cos = np.full(len(U), np.nan)
+    for sign in (1, -1):
+        pick = np.where(result["a"] >= 0, 1, -1) == sign
+        predicted = zhou2022.predicted_directions(activation, X, result["residual"], a_sign=sign)
+        if len(predicted):
+            cos[pick] = (U[pick] @ predicted.T).max(axis=1)
+    return cos
 
 
 def _centroid_match(result, count, activation, X):
@@ -125,41 +166,49 @@ def _centroid_match(result, count, activation, X):
     for k, centroid in enumerate(count.centroids):
         sign = np.sign(np.sum(np.sign(result["a"][count.labels == k]))) or 1.0
         predicted = zhou2022.predicted_directions(activation, X, result["residual"], a_sign=sign)
-        best.append(float(np.max(predicted @ centroid)))
+        best.append(float(np.max(predicted @ centroid, initial=-1.0)))
     return min(best) if best else float("nan")
 
 
 
 
 def run_d1(seeds, width, rtol, activations=("tanh", "xtanh", "x2tanh")):
-    """D1 on the data of Fig. 5; returns (verdicts, per-run records, weights for heat maps)."""
+    """D1 on the data of Fig. 5; returns (verdicts, per-run records, weights for heat maps,
+    (norm ratio, alignment) of all neurons per activation for the direction figure)."""
     from .. import condensation as cond
     from ..theory import zhou2022
 
     X, y = fig5_data()
-    verdicts, records, maps = [], [], {}
+    verdicts, records, maps, directions = [], [], {}, {}
     for act in activations:
         p = zhou2022.multiplicity(act)
-        lines, orientations, matches = [], [], []
+        lines, orientations, matches, medians = [], [], [], []
         for seed in seeds:
             r = initial_stage(X, y, act, width, seed, rtol)
             c = cond.condensation(r["W"])
+            cos = alignment(r, act, X)
             lines.append(c.num_lines)
             orientations.append(c.num_orientations)
             matches.append(_centroid_match(r, c, act, X))
-            records.append(_record("D1", act, seed, r, c))
+            medians.append(round(float(np.nanmedian(cos)), 3))
+            records.append(_record("D1", act, seed, r, c, cos))
             maps.setdefault(act, r["W"])
+            norms = np.linalg.norm(r["W"], axis=1)
+            ratio, aligned = directions.get(act, ((), ()))
+            directions[act] = (np.concatenate([ratio, norms / norms.max()]), np.concatenate([aligned, cos]))
         share = np.mean(np.asarray(lines) == p)
         verdicts += [
             verdict("D1", f"{act}: K_line = p in ≥ 80% of seeds", f"{share:.0%} of {len(seeds)} (K_line {lines})", f"K_line = {p}", "≥ 80% of seeds", share >= 0.8),
             verdict("D1", f"{act}: K ≤ 2p in every seed", max(orientations), f"≤ {2 * p}", "all seeds", max(orientations) <= 2 * p),
             verdict("D1", f"{act}: centroids on predicted directions", round(min(matches), 4), "cos = 1", "cos ≥ 0.98", min(matches) >= 0.98),
+            verdict("D1", f"{act}: all neurons, no norm cut: median cos(ŵ_j, predicted) per seed", medians, "cos = 1", "report", True),
         ]
-    return verdicts, records, maps
+    return verdicts, records, maps, directions
 
 
-def run_d2(seeds, width, rtol, activations=("tanh", "sigmoid", "softplus", "xtanh", "x2tanh", "relu")):
-    """D2 on the data of Fig. 2 (one dataset per seed); returns (verdicts, records, heat maps)."""
+def run_d2(seeds, width, rtol, activations=("tanh", "sigmoid", "softplus", "xtanh", "x2tanh", "relu"), n=80, d=5):
+    """D2 on the data of Fig. 2 (one dataset per seed; n points in d dimensions, the paper's
+    80 and 5 by default); returns (verdicts, records, heat maps)."""
     from .. import condensation as cond
     from ..theory import zhou2022
 
@@ -167,14 +216,15 @@ def run_d2(seeds, width, rtol, activations=("tanh", "sigmoid", "softplus", "xtan
     for act in activations:
         runs = []
         for seed in seeds:
-            X, y = fig2_data(seed)
+            X, y = fig2_data(seed, n, d)
             r = initial_stage(X, y, act, width, seed, rtol)
             c = cond.condensation(r["W"])
             extra = {}
             if act == "x2tanh":
                 extra["kkt_orientations"] = 2 * len(zhou2022.maxima_p3(X, r["residual"]))
             runs.append((c, extra))
-            records.append(_record("D2", act, seed, r, c, **extra))
+            cos = alignment(r, act, X) if act in zhou2022.MULTIPLICITY else None
+            records.append(_record("D2", act, seed, r, c, cos, **extra))
             maps.setdefault(act, r["W"])
         K = [c.num_orientations for c, _ in runs]
         lines = [c.num_lines for c, _ in runs]
@@ -209,13 +259,104 @@ def run_d3(seed, width, rtol, activations=("tanh", "xtanh", "x2tanh"), later=(0.
     return verdicts, curves
 
 
-def _record(experiment, activation, seed, r, c, **extra):
+RESIDUAL_ACTIVATIONS = ("x2tanh", "xtanh", "sigmoid", "tanh", "softplus")
+
+
+def fig3_data(seed, n=80, d=3):
+    """d = 3, f*(x) = Σ_k 4·sin(12x_k + 1), n = 80 (Zhou et al., Fig. 3). The input law is not
+    given in science_B; x_k ~ U[−4, 2] as for Fig. 2 is our assumption."""
+    X = np.random.default_rng(seed).uniform(-4.0, 2.0, (n, d))
+    return X, (4.0 * np.sin(12 * X + 1)).sum(axis=1)
+
+
+def _residual_risk(params, args):
+    """R_S of the residual net of Zhou et al., Fig. 3 (`gflow.models.residual`)."""
+    from .. import models
+
+    return 0.5 * ((models.residual(params, args["X"], RESIDUAL_ACTIVATIONS) - args["y"]) ** 2).mean()
+
+
+def _residual_stop(params, args):
+    """R_S ≤ risk_stop, or the largest row norm of any layer ≥ w_max (the fallback)."""
+    import jax.numpy as jnp
+
+    norms = [jnp.linalg.norm(W, axis=1).max() for W in [params["W"], *params["layers"]]]
+    return (_residual_risk(params, args) <= args["risk_stop"]) | (jnp.max(jnp.stack(norms)) >= args["w_max"])
+
+
+def residual_stage(seed, width=18, sigma0=0.01, rtol=1e-6, t1=1e9, later=()):
+    """Gradient flow of the Fig. 3 residual net (5 residual layers, width 18, all parameters
+    N(0, σ0²)) up to T_stop (`_flow_stages`; fallback: a row norm of 30σ0√(width+1)) and on to
+    the fractions `later` of R_S(0). Returns the residual layers' weights at each stop
+    ("layers": one list per stop), the times, R_S/R_S(0) there, the rule, status and steps."""
+    import jax
+    import jax.numpy as jnp
+
+    from .. import models
+
+    X, y = fig3_data(seed)
+    params0 = models.init_residual(jax.random.PRNGKey(seed), X.shape[1], width, len(RESIDUAL_ACTIVATIONS), sigma0)
+    args = {"X": jnp.asarray(X), "y": jnp.asarray(y)}
+    w_cap = 30 * sigma0 * np.sqrt(width + 1)
+    params, ts, risks, rule, status, steps = _flow_stages(_residual_risk, _residual_stop, params0, args, w_cap, rtol, t1, later)
     return {
+        "layers": [[np.asarray(W) for W in q["layers"]] for q in params],
+        "ts": ts,
+        "risk": risks,
+        "stop_rule": rule,
+        "status": status,
+        "num_steps": steps,
+    }
+
+
+def run_d4(seeds, rtol, later=(0.9, 0.5)):
+    """D4 (Zhou et al., Fig. 3): lines per residual layer at T_stop, against the paper's by-eye
+    counts 3, 2, 1, 1, 1 (= the multiplicities of x²tanh, x·tanh, sigmoid, tanh, softplus), and,
+    reported only, the counts where the continued flow reaches the fractions `later` of R_S(0)."""
+    from .. import condensation as cond
+    from ..theory import zhou2022
+
+    runs = [residual_stage(seed, rtol=rtol, later=later) for seed in seeds]
+    # counts[run][stop][layer]
+    counts = [[[cond.condensation(W) for W in layers] for layers in r["layers"]] for r in runs]
+    verdicts = []
+    for layer, act in enumerate(RESIDUAL_ACTIVATIONS):
+        p = zhou2022.multiplicity(act)
+        lines = [c[0][layer].num_lines for c in counts]
+        K = [c[0][layer].num_orientations for c in counts]
+        share = np.mean(np.asarray(lines) == p)
+        later_lines = {f"{risk:.2f}": c[k][layer].num_lines for c, r in zip(counts[:1], runs[:1]) for k, risk in enumerate(r["risk"])}
+        verdicts += [
+            verdict("D4", f"layer {layer + 1} ({act}): K_line = p in ≥ 80% of seeds", f"{share:.0%} of {len(seeds)} (K_line {lines})", f"K_line = {p}", "≥ 80% of seeds", share >= 0.8),
+            verdict("D4", f"layer {layer + 1} ({act}): K ≤ 2p in every seed", K, f"≤ {2 * p}", "all seeds", max(K) <= 2 * p),
+            verdict("D4", f"layer {layer + 1} ({act}): K_line as the loss falls, seed {seeds[0]} (R_S/R_S(0): K_line)", later_lines, f"{p}", "report", True),
+        ]
+    records = [
+        {
+            "experiment": "D4", "seed": seed, "ts": r["ts"], "risk": r["risk"], "stop_rule": r["stop_rule"], "status": r["status"], "num_steps": r["num_steps"],
+            # Per stop (T_stop, then each later fraction reached), per layer.
+            "K": [[x.num_orientations for x in stop] for stop in c],
+            "K_line": [[x.num_lines for x in stop] for stop in c],
+            "active": [[x.num_active for x in stop] for stop in c],
+            "K_all": [[cond.condensation(W, norm_cut=0.0).num_orientations for W in layers] for layers in r["layers"]],
+        }
+        for seed, r, c in zip(seeds, runs, counts)
+    ]
+    maps = {f"layer {k + 1} ({act})": W for k, (act, W) in enumerate(zip(RESIDUAL_ACTIVATIONS, runs[0]["layers"][0]))}
+    return verdicts, records, maps
+
+
+def _record(experiment, activation, seed, r, c, cos=None, **extra):
+    from .. import condensation as cond
+
+    norms = np.linalg.norm(r["W"], axis=1)
+    everyone = cond.condensation(r["W"], norm_cut=0.0)
+    record = {
         "experiment": experiment,
         "activation": activation,
         "seed": seed,
         "t_stop": r["t_stop"],
-        "stopped_by_loss": r["stopped_by_loss"],
+        "stop_rule": r["stop_rule"],
         "status": r["status"],
         "num_steps": r["num_steps"],
         "K": c.num_orientations,
@@ -223,8 +364,17 @@ def _record(experiment, activation, seed, r, c, **extra):
         "q": c.quality,
         "active": c.num_active,
         "robust_K": _robust_counts(r["W"]),
+        # All neurons (norm cut 0): the directions whatever their norms.
+        "K_all": everyone.num_orientations,
+        "K_line_all": everyone.num_lines,
+        "q_all": everyone.quality,
+        "norm_ratio_quantiles_50_90_99": np.quantile(norms / norms.max(), [0.5, 0.9, 0.99]).round(5).tolist(),
         **extra,
     }
+    if cos is not None:
+        record["cos_predicted_quantiles_10_50_90"] = np.nanquantile(cos, [0.1, 0.5, 0.9]).round(4).tolist()
+        record["share_cos_predicted_ge_0.99"] = float(np.mean(cos >= 0.99))
+    return record
 
 
 def _robust_counts(W):
@@ -253,6 +403,26 @@ def _plot_maps(maps, path, title):
     plt.close(fig)
 
 
+def _plot_directions(directions, path):
+    """All neurons at T_stop (all seeds): norm relative to the largest against the cosine to the
+    nearest predicted orientation; the dashed line is the active-set cut 0.2."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(directions), figsize=(3.3 * len(directions), 3.2), squeeze=False)
+    for ax, (act, (ratio, cos)) in zip(axes[0], directions.items()):
+        ax.semilogx(ratio, cos, ".", ms=3, alpha=0.5)
+        ax.axvline(0.2, color="k", ls="--", lw=0.8)
+        ax.set(xlabel="‖w_j‖ / max_k ‖w_k‖", ylim=(-1.05, 1.05), title=act)
+    axes[0][0].set_ylabel("cos(ŵ_j, predicted orientation)")
+    fig.suptitle("D1 at T_stop: direction of every neuron (no norm cut)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _plot_d3(curves, path):
     import matplotlib
 
@@ -271,24 +441,30 @@ def _plot_d3(curves, path):
 
 
 def run(out: Path, quick=False, rtol=1e-6) -> list:
-    """All of D1–D3; quick mode uses fewer seeds, activations and a narrower net (≤ 1 min)."""
+    """D1–D4. Quick mode: fewer seeds, activations and a narrower net, no D4, and D2's target
+    on 40 points in d = 1 (the shapes of D1), so that one compiled solve serves the whole run."""
     start = time.perf_counter()
     if quick:
         d1 = run_d1(range(2), 50, rtol)
-        d2 = run_d2(range(1), 50, rtol, activations=("tanh",))
+        d2 = run_d2(range(1), 50, rtol, activations=("tanh",), n=40, d=1)
         d3 = run_d3(0, 50, rtol, activations=("tanh",), later=(0.9, 0.5))
+        d4 = ([], [], {})
     else:
         d1 = run_d1(range(10), 100, rtol)
         d2 = run_d2(range(5), 50, rtol)
         d3 = run_d3(0, 100, rtol)
-    verdicts = d1[0] + d2[0] + d3[0]
-    summary = {"quick": quick, "rtol": rtol, "wall_seconds": time.perf_counter() - start, "runs": d1[1] + d2[1], "d3": d3[1]}
+        d4 = run_d4(range(3), rtol)
+    verdicts = d1[0] + d2[0] + d3[0] + d4[0]
+    summary = {"quick": quick, "rtol": rtol, "wall_seconds": time.perf_counter() - start, "runs": d1[1] + d2[1] + d4[1], "d3": d3[1]}
     verdicts_io.write(out, verdicts, summary)
     _plot_maps(d1[2], out / "heatmaps_D1.png", "D1 (d = 1, Fig. 5 data): cosine similarity at T_stop")
     _plot_maps(d2[2], out / "heatmaps_D2.png", "D2 (d = 5, Fig. 2 data): cosine similarity at T_stop")
+    _plot_directions(d1[3], out / "directions_D1.png")
     _plot_d3(d3[1], out / "counts_D3.png")
+    if d4[2]:
+        _plot_maps(d4[2], out / "heatmaps_D4.png", "D4 (Fig. 3 residual net, seed 0): cosine similarity per layer at T_stop")
     return verdicts
 
 
 def register(subparsers):
-    verdicts_io.register_study(subparsers, "condensation", "Zhou et al. 2022: condensed orientations (D1–D3)", run, "results/condensation")
+    verdicts_io.register_study(subparsers, "condensation", "Zhou et al. 2022: condensed orientations (D1–D4)", run, "results/condensation")

@@ -2,6 +2,7 @@
 prediction, the tolerance and pass/fail, written as JSON and as a markdown table."""
 
 import json
+import os
 from pathlib import Path
 
 
@@ -57,6 +58,11 @@ def register_study(subparsers, name, help, run, default_out, *, rtol=True):
     p.add_argument("--out", type=Path, default=Path(default_out))
 
     def main(args) -> int:
+        import jax
+
+        # Compiled solves persist across runs (the tests' cache when run from the repository root).
+        jax.config.update("jax_compilation_cache_dir", os.environ.get("GFLOW_JAX_CACHE", ".jax_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
         kwargs = {"rtol": args.rtol} if rtol else {}
         verdicts = run(args.out, quick=args.quick, **kwargs)
         print(markdown_table(verdicts))
