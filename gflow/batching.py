@@ -277,11 +277,19 @@ def _pool(
             return args
         return jax.tree.map(lambda x: x[jnp.clip(idx, 0, n - 1)], args)
 
-    def step(lane, a):
-        """One attempted step of one lane, as diffeqsolve's body_fun."""
-        y1, y_error, dense_info, sstate, _ = solver.step(
-            terms, lane.t, lane.tnext, lane.y, a, lane.solver_state, lane.made_jump
-        )
+    # All lanes advance in ONE solver step on the stacked state, each with its own step size
+    # (a per-lane control). Vmapping `solver.step` instead would put the lane axis before the
+    # Runge-Kutta stage axis, and every stage would then copy-transpose all lanes' stage
+    # derivatives for the tableau's dot product: on a CPU that copy cost as much as the
+    # gradients on small problems.
+    pool_terms = WrapTerm(
+        _LanesTerm(jax.vmap(_flow.vector_field(objective, args if has_args else None),
+                            in_axes=(0, 0, axis))),
+        jnp.asarray(1, jnp.int32),
+    )
+
+    def adapt(lane, y1, y_error, a):
+        """The step-size decision of one lane, as diffeqsolve's body_fun."""
         y_error = jax.tree.map(lambda x: jnp.where(jnp.isnan(x), jnp.inf, x), y_error)
         keep, tprev, tnext, made_jump, cstate, cresult = controller(lane.atol).adapt_step_size(
             lane.t, lane.tnext, lane.y, y1, a, y_error, error_order, lane.controller_state
@@ -290,7 +298,19 @@ def _pool(
         tnext = jnp.where(
             tnext > t1_clip_floor, jnp.where(keep, t1, tprev + 0.5 * (t1 - tprev)), tnext
         )
-        keep_tree = lambda new, old: jax.tree.map(lambda u, v: jnp.where(keep, u, v), new, old)
+        return keep, tprev, tnext, made_jump, cstate, cresult == diffrax.RESULTS.successful
+
+    vadapt = jax.vmap(adapt, in_axes=(0, 0, 0, axis))
+
+    def step(lane, a):
+        """One attempted step of every lane."""
+        y1, y_error, dense_info, sstate, _ = solver.step(
+            pool_terms, lane.t, lane.tnext, lane.y, a, lane.solver_state, lane.made_jump
+        )
+        keep, tprev, tnext, made_jump, cstate, ok = vadapt(lane, y1, y_error, a)
+        keep_tree = lambda new, old: jax.tree.map(
+            lambda u, v: jnp.where(_bcast(keep, v), u, v), new, old
+        )
         new = eqx.tree_at(
             lambda s: (
                 s.t, s.tnext, s.y, s.solver_state, s.controller_state, s.made_jump,
@@ -310,7 +330,7 @@ def _pool(
             ),
         )
         interp = (lane.t, lane.tnext, dense_info)
-        return new, interp, keep, cresult == diffrax.RESULTS.successful
+        return new, interp, keep, ok
 
     def evaluate(interp, t):
         lo, hi, dense_info = interp
@@ -342,14 +362,25 @@ def _pool(
         )
         return sol.value
 
-    vstep = jax.vmap(step, in_axes=(0, axis))
-    vpending = jax.vmap(pending_save)
-    vsave = jax.vmap(save_one, in_axes=(0, 0, 0, axis))
+    def lanes_of(interp):
+        """vmap axes of the lanes in a step's dense output: the stage derivatives `k` are
+        stacked stage-first, so their lane axis is 1."""
+        return (0, 0, {key: 1 if key == "k" else 0 for key in interp[2]})
+
+    vpending = jax.vmap(pending_save, in_axes=(0, 0, (0, 0, None)))
+
+    def vsave(lane, keep, interp, a):
+        return jax.vmap(save_one, in_axes=(0, 0, lanes_of(interp), axis))(lane, keep, interp, a)
+
+    def vlocate(interp, fired, a):
+        return jax.vmap(locate, in_axes=(lanes_of(interp), 0, axis))(interp, fired, a)
+
+    def vevaluate(interp, t):
+        return jax.vmap(evaluate, in_axes=(lanes_of(interp), 0))(interp, t)
+
     vload = jax.vmap(load, in_axes=(0, axis))
     vblown = jax.vmap(lambda y: _flow.blown_up(y, threshold))
     vevent = jax.vmap(event_value, in_axes=(0, axis))
-    vlocate = jax.vmap(locate, in_axes=(0, 0, axis))
-    vevaluate = jax.vmap(evaluate)
 
     def gather_args(idx):
         return args if shared_args else jax.vmap(lane_args)(idx)
@@ -377,11 +408,11 @@ def _pool(
         pool, out, next_idx, iterations, lane_steps = carry
         active = pool.idx >= 0
         pool_args = args if shared_args else pool.args
-        pool, interp, keep, ok = vstep(pool, pool_args)
+        pool, interp, keep, ok = step(pool, pool_args)
         keep = keep & active
 
         pool = jax.lax.while_loop(
-            lambda p: jnp.any(vpending(p, keep, interp)),
+            lambda p: jnp.any(vpending(p, keep, interp[:2] + (None,))),
             lambda p: vsave(p, keep, interp, pool_args),
             pool,
         )
@@ -465,6 +496,24 @@ def _pool(
         num_grad_evals=jnp.where(solved, out.num_steps * per_step + at_start, 0),
     )
     return traj, (iterations, lane_steps)
+
+
+class _LanesTerm(diffrax.AbstractTerm):
+    """The vector fields of B lanes as one term on their stacked state: the control is the
+    vector of the lanes' step sizes dt (shape (B,)), and `prod` scales each lane's slice by its
+    own dt, so one Runge-Kutta step advances every lane with its own step size (stage times
+    t0 + c·dt are per-lane too; the gradient flow does not depend on t)."""
+
+    field: Any  # (t (B,), y stacked, args) -> stacked F
+
+    def vf(self, t, y, args):
+        return self.field(t, y, args)
+
+    def contr(self, t0, t1, **kwargs):
+        return t1 - t0
+
+    def prod(self, vf, control):
+        return jax.tree.map(lambda v: _bcast(control, v) * v, vf)
 
 
 def _bcast(mask, x):
