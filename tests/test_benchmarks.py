@@ -40,8 +40,14 @@ def test_quick_report(tmp_path):
         numbers = _finite_numbers(parts[part]["result"])
         assert numbers and all(math.isfinite(v) for v in numbers), part
 
-    rows = parts["work_precision"]["result"]["rows"]
+    wp = parts["work_precision"]["result"]
+    rows = wp["rows"]
     assert all(r["ok"] for r in rows)
+    assert {"gflow", "gflow plain", "naive diffrax", "optax GD", "scipy"} <= {r["family"] for r in rows}
+    # the switching reference agrees with an independent integrator and gradient (scipy DOP853 at
+    # rtol 1e-8 on the numpy ∇L, whose own global error is ~1e-8 in loss)
+    xcheck = wp["problems"][0]["reference"]["xcheck"]
+    assert xcheck["ok"] and xcheck["loss"] < 1e-7 and xcheck["weights"] < 1e-6
     tsit5 = sorted((r["setting"], r["loss_error"], r["weight_error"]) for r in rows if r["method"] == "gflow tsit5")
     (tight, loss_tight, w_tight), (loose, loss_loose, w_loose) = tsit5[0], tsit5[-1]
     assert tight < loose and loss_tight < loss_loose and w_tight < w_loose
