@@ -14,7 +14,8 @@ result does not depend on τ.
   prefactor, dγ/dt(0) = 1/(α√(2πd)).
 - E3 (closure): α sweep; relative weight change RD and mean |cos(w_i, ŵ*)| at 90% satisfied; RD·α
   constant on the lazy side.
-- E4: finite N: where the training fraction departs from the closure, against the heuristic.
+- E4: finite N: where the training fraction departs from the closure, against the heuristic;
+  finite M: 68% of the examples become satisfied inside the band x*(t) ± s.
 
 Writes `verdicts.json`, `verdicts.md`, `summary.json`, `gamma.png` (Fig. 1 style),
 `closure_laws.png` and `alpha_sweep.png` into --out.
@@ -57,6 +58,7 @@ _OBSERVABLES = {
     "dw_perp": lambda p, args: _norm_rows(p["W"][:, 1:] - args["W0"][:, 1:]) / _norm_rows(args["W0"][:, 1:]),
     "rd": lambda p, args: _norm(p["W"] - args["W0"]) / _norm(args["W0"]),
     "cos": lambda p, args: (abs(p["W"][:, 0]) / _norm_rows(p["W"])).mean(),
+    "margin": lambda p, args: args["y"] * _f(p, args, args["X"]),
 }
 
 
@@ -87,7 +89,9 @@ def teacher_data(N, d, seed):
 def network_flow(N, d, M, t1, *, alpha=1.0, h=1.0, tau=1e-3, seed=0, rtol=1e-6, num_saves=60, n_test=4000):
     """Gradient flow of the mean-field network; returns numpy arrays over save times: "t",
     "gamma_nodes" (T, M) (nan for nodes with |a + w∥|(0) ≤ 0.5), "train_fraction",
-    "test_fraction", "test_error", "dw_perp_max", "rd", "cos", plus "status" and "num_steps"."""
+    "test_fraction", "test_error", "dw_perp_max", "rd", "cos", "margin" (T, N) = y_μ f(x_μ) on
+    the training set, plus "status", "num_steps" and the data and initial nodes "X", "a0",
+    "W0"."""
     import jax
     import jax.numpy as jnp
 
@@ -113,11 +117,58 @@ def network_flow(N, d, M, t1, *, alpha=1.0, h=1.0, tau=1e-3, seed=0, rtol=1e-6, 
         "dw_perp_max": obs["dw_perp"].max(axis=1),
         "rd": obs["rd"],
         "cos": obs["cos"],
+        "margin": obs["margin"],
         "status": str(traj.status),
         "num_steps": int(traj.num_steps),
+        "X": X,
+        "a0": np.asarray(params["a"]),
+        "W0": np.asarray(params["W"]),
     }
 
 
+
+
+def departure_time(net, closure_fraction):
+    """First save time t ≥ 1 where the training fraction is > 10% off the closure's (the last
+    save time if it never is)."""
+    off = (np.abs(net["train_fraction"] / closure_fraction - 1) > 0.1) & (net["t"] >= 1.0)
+    return float(net["t"][np.argmax(off)] if off.any() else net["t"][-1])
+
+
+def band_share(net, closure_gamma, d, alpha=1.0, h=1.0, until=np.inf):
+    """E4, finite M: the share of training examples first satisfied at a time t_μ ∈ [t₁, until]
+    (t₁ the second save) whose |x∥μ| lies inside x*(q_μ, γ(t_μ)) ± s_x,μ, the closure's
+    satisfaction point and its ±1 sd finite-M band (`pellegrini2020.satisfaction_band`, the
+    spread from the network's own M initial nodes). t_μ and γ(t_μ) are interpolated linearly
+    in ln t between saves. Returns (share, number of examples used)."""
+    from ..theory import pellegrini2020 as pb
+
+    t, margin = net["t"], net["margin"]
+    satisfied = margin >= h
+    first = np.argmax(satisfied, axis=0)
+    use = np.flatnonzero(satisfied.any(axis=0) & (first >= 2))
+    k = first[use]
+    lo, hi = margin[k - 1, use], margin[k, use]
+    log_t = np.log(t[k - 1]) + (h - lo) / (hi - lo) * (np.log(t[k]) - np.log(t[k - 1]))
+    use, log_t = use[log_t <= np.log(until)], log_t[log_t <= np.log(until)]
+    if len(use) == 0:
+        return float("nan"), 0
+    gamma = np.interp(log_t, np.log(t[1:]), closure_gamma[1:])
+    X = net["X"][use]
+    q = (X[:, 1:] ** 2).sum(axis=1) / d
+    spread = pb.finite_m_spread(X[:, 0], net["W0"][:, 1:] @ X[:, 1:].T, gamma, net["a0"], net["W0"][:, 0], d)
+    xs, sx = pb.satisfaction_band(q, gamma, spread, d, alpha, h)
+    inside = np.abs(np.abs(X[:, 0]) - np.asarray(xs)) <= np.asarray(sx)
+    return float(inside.mean()), len(use)
+
+
+def band_verdict(net, closure, d, label):
+    """E4's finite-M claim on one network run: 68% ± 10% of the examples first satisfied before
+    the run departs from the closure lie inside x*(t) ± s."""
+    until = departure_time(net, closure["fraction"])
+    share, count = band_share(net, closure["gamma"], d, until=until)
+    M = net["a0"].shape[0]
+    return verdict("E4", f"finite M = {M} ({label}): share of examples satisfied inside x*(t) ± s, {count} examples before departure (t ≤ {until:.3g})", round(share, 3), 0.68, "± 0.10", abs(share - 0.68) <= 0.1)
 
 
 def _rel(a, b):
@@ -141,6 +192,7 @@ def run_e1(N, d, M, t1, taus, rtol):
         verdict("E1", "spread of γ_i over nodes while frac ≥ 0.3", round(spread, 4), 0, "≤ 5% of the mean", spread <= 0.05),
         verdict("E1", "mean γ_i vs closure γ(t) while frac ≥ 0.3", round(dist, 4), 0, "≤ 5% relative", dist <= 0.05),
         verdict("E1", "w⊥ frozen: max ‖Δw⊥i‖/‖w⊥i(0)‖ while frac ≥ 0.3", round(dperp, 4), 0, "≤ 0.1", dperp <= 0.1),
+        band_verdict(net, theory, d, f"E1's network, N = {N}"),
     ]
     if len(taus) > 1:
         ordered = sorted(taus)
@@ -196,19 +248,21 @@ def run_e3(d, alphas, rtol=1e-8):
     return verdicts, rows
 
 
-def run_e4(Ns, d, M, t1, rtol, tau):
-    """E4: where the network's training fraction departs (by > 10%) from the closure, per N."""
+def run_e4(Ns, d, M, t1, rtol, tau, Ms=()):
+    """E4: where the network's training fraction departs (by > 10%) from the closure, per N
+    (width M); the finite-M band check on the largest-N run and on one run per width in Ms."""
     from ..theory import pellegrini2020 as pb
 
-    rows = []
+    rows, verdicts = [], []
     for N in Ns:
         net = network_flow(N, d, M, t1, tau=tau, rtol=rtol)
-        c = np.asarray(pb.closure(net["t"], d)["fraction"])
-        off = np.abs(net["train_fraction"] / c - 1) > 0.1
-        off &= net["t"] >= 1.0
-        departure = float(c[np.argmax(off)]) if off.any() else float(c[-1])
-        rows.append({"N": N, "departure_fraction": departure, "predicted": float(pb.departure_fraction(N, d)), "test_error_final": float(net["test_error"][-1]), "reached_t1_without_departure": bool(not off.any())})
-    verdicts = []
+        c = {k: np.asarray(v) for k, v in pb.closure(net["t"], d).items()}
+        departure = float(np.interp(departure_time(net, c["fraction"]), net["t"], c["fraction"]))
+        rows.append({"N": N, "departure_fraction": departure, "predicted": float(pb.departure_fraction(N, d)), "test_error_final": float(net["test_error"][-1])})
+    verdicts.append(band_verdict(net, c, d, f"N = {Ns[-1]}"))
+    for width in Ms:
+        net = network_flow(Ns[-1], d, width, t1, tau=tau, rtol=rtol)
+        verdicts.append(band_verdict(net, c, d, f"N = {Ns[-1]}"))
     if len(rows) > 1:
         dep = np.array([r["departure_fraction"] for r in rows])
         exponent = float(-np.polyfit(np.log(Ns), np.log(dep), 1)[0])
@@ -216,8 +270,6 @@ def run_e4(Ns, d, M, t1, rtol, tau):
         errs = [r["test_error_final"] for r in rows]
         verdicts.append(verdict("E4", "final test error falls with N", np.round(errs, 4).tolist(), "decreasing", "monotone", all(np.diff(errs) < 0)))
     return verdicts, rows
-
-
 
 
 def _plots(out, runs, theory, e2, e3):
@@ -270,7 +322,8 @@ def _plots(out, runs, theory, e2, e3):
 
 
 def run(out: Path, quick=False, rtol=1e-6) -> list:
-    """E1–E4; quick mode: smaller network and fewer points (≤ 1 min on an idle machine)."""
+    """E1–E4; quick mode: a smaller network, fewer α, no finite-N runs (E4 only checks the
+    finite-M band on E1's network)."""
     start = time.perf_counter()
     if quick:
         e1 = run_e1(N=500, d=20, M=50, t1=30.0, taus=(1e-2, 1e-3), rtol=rtol)
@@ -281,7 +334,7 @@ def run(out: Path, quick=False, rtol=1e-6) -> list:
         e1 = run_e1(N=1000, d=20, M=100, t1=60.0, taus=(1e-2, 3e-3, 1e-3), rtol=rtol)
         e2 = run_e2(d=E2_D, t1=1e5)
         e3 = run_e3(d=E2_D, alphas=(0.3, 1, 3, 10, 30, 100, 300))
-        e4 = run_e4(Ns=(250, 500, 1000), d=20, M=50, t1=60.0, rtol=rtol, tau=1e-3)
+        e4 = run_e4(Ns=(250, 500, 1000), d=20, M=50, t1=60.0, rtol=rtol, tau=1e-3, Ms=(200,))
     verdicts = e1[0] + e2[0] + e3[0] + e4[0]
     summary = {
         "quick": quick,

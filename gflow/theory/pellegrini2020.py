@@ -126,10 +126,33 @@ def closure(ts, d, alpha=1.0, h=1.0, rtol=1e-8, num_nodes=20, num_q=12):
     if ts.ndim != 1 or ts[0] < 0 or jnp.any(jnp.diff(ts) < 0):
         raise ValueError("ts must be a non-decreasing 1-D array of times ≥ 0")
     nodes, qs = node_quadrature(num_nodes), q_quadrature(d, num_q)
-    return _closure(ts, d, float(alpha), float(h), rtol, nodes, qs)
+    consts = (jnp.asarray(float(d)), jnp.asarray(float(alpha)), jnp.asarray(float(h)), nodes, qs)
+    # Pad ts to a multiple of TS_BUCKET (repeating the last time) so that every call of one
+    # quadrature size reuses one compiled solve.
+    n = len(ts)
+    padded = jnp.concatenate([ts, jnp.full(-n % TS_BUCKET, ts[-1])])
+    out = _closure(padded, jnp.asarray(float(rtol)), consts)
+    return {k: v[:n] for k, v in out.items()}
+
+
+TS_BUCKET = 256
 
 
 @jax.jit
+def _closure(ts, rtol, consts):
+    gamma = _solve(ts, rtol, consts)
+    d, alpha, h, nodes, qs = consts
+    rate, fraction = jax.vmap(lambda g: (gamma_rate(g, d, alpha, h, nodes, qs), unsatisfied_fraction(g, d, alpha, h, nodes, qs)))(gamma)
+    return {
+        "t": ts,
+        "gamma": gamma,
+        "fraction": fraction,
+        "rate": rate,
+        "rd": relative_displacement(gamma, d),
+        "cos": mean_abs_cos(gamma, d, nodes, qs),
+    }
+
+
 def _solve(ts, rtol, consts):
     d, alpha, h, nodes, qs = consts
 
@@ -150,30 +173,15 @@ def _solve(ts, rtol, consts):
     return sol.ys
 
 
-def _closure(ts, d, alpha, h, rtol, nodes, qs):
-    consts = (jnp.asarray(float(d)), jnp.asarray(alpha), jnp.asarray(h), nodes, qs)
-    gamma = _solve(ts, jnp.asarray(rtol), consts)
-    per_t = jax.vmap(lambda g: (gamma_rate(g, *consts[:3], nodes, qs), unsatisfied_fraction(g, *consts[:3], nodes, qs)))
-    rate, fraction = per_t(gamma)
-    return {
-        "t": ts,
-        "gamma": gamma,
-        "fraction": fraction,
-        "rate": rate,
-        "rd": relative_displacement(gamma, d),
-        "cos": mean_abs_cos(gamma, d, nodes),
-    }
-
-
 def relative_displacement(gamma, d):
     """RD = ‖W − W₀‖/‖W₀‖ = √(((cosh γ − 1)² + sinh² γ)/d) (only w∥ moves)."""
     return jnp.sqrt(((jnp.cosh(gamma) - 1) ** 2 + jnp.sinh(gamma) ** 2) / d)
 
 
-def mean_abs_cos(gamma, d, nodes=None):
+def mean_abs_cos(gamma, d, nodes=None, qs=None):
     """E|cos(w_i, ŵ*)| = E|w∥(γ)|/√(w∥(γ)² + |w⊥|²), |w⊥|² ~ χ²_{d−1} frozen (quadrature in both)."""
     a0, w0, weight = node_quadrature() if nodes is None else nodes
-    q, wq = q_quadrature(d)
+    q, wq = q_quadrature(d) if qs is None else qs
     _, w = hyperbola(a0, w0, jnp.asarray(gamma)[..., None, None])
     cos = jnp.abs(w) / jnp.sqrt(w**2 + d * q[:, None])
     return jnp.sum(wq[:, None] * weight * cos, axis=(-2, -1))
@@ -197,7 +205,12 @@ def satisfaction_band(q, gamma, spread, d, alpha=1.0, h=1.0, nodes=None):
     satisfaction time). Arrays of examples; `spread` = s/α of `finite_m_spread`."""
     nodes = node_quadrature() if nodes is None else nodes
     consts = (jnp.asarray(float(d)), jnp.asarray(float(alpha)), jnp.asarray(float(h)), nodes)
-    return _band(jnp.asarray(q, float), jnp.asarray(gamma, float), jnp.asarray(spread, float), consts)
+    q, gamma, spread = (jnp.atleast_1d(jnp.asarray(v, float)) for v in (q, gamma, spread))
+    n = len(q)
+    # Padded (with the last example) to a multiple of TS_BUCKET: one compiled band for all n.
+    pad = lambda v: jnp.concatenate([v, jnp.full(-n % TS_BUCKET, v[-1])])  # noqa: E731
+    xs, sx = _band(pad(q), pad(gamma), pad(spread), consts)
+    return xs[:n], sx[:n]
 
 
 @jax.jit
