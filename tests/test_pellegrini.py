@@ -95,6 +95,8 @@ def test_quick_mode_smoke(tmp_path):
     assert all(v["pass"] for v in verdicts if v["experiment"] == "E2")
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert all(r["status"] == "success" for r in summary["e1_network"].values())
+    band = [v for v in verdicts if v["experiment"] == "E4"]
+    assert len(band) == 1 and 0 <= band[0]["measured"] <= 1
 
 
 def test_finite_m_band_against_sampled_node_populations():
