@@ -15,9 +15,10 @@ round-off. Decisions that only some lanes need (saving, locating an event, loadi
 are scalar `lax.cond`/`lax.while_loop`s on "any lane needs it", so they cost nothing on
 iterations where no lane needs them.
 
-When all points share the same `args` (e.g. one dataset, many init scales or seeds), the lanes'
-forward passes become one large matrix product over the shared data: that is where batching
-pays on a CPU.
+The lanes advance by ONE Runge–Kutta step of the solver on their stacked state, with the vector
+of the lanes' step sizes as the control (`_LanesTerm`); only the step-size decisions are
+per-lane (vmapped). When all points share the same `args` (one dataset, many init scales or
+seeds), the lanes' products with the data become one large matrix product.
 """
 
 from typing import Any, NamedTuple

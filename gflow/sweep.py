@@ -496,9 +496,22 @@ def _prepare_out(spec: Spec, out: Path, resume: bool, chunk_size: int) -> None:
 # ----- executors ---------------------------------------------------------------------------
 
 
-def _local(spec, todo, pad_to):
-    for indices in todo:
-        yield indices, solve_chunk(spec, indices, pad_to)
+def _local(spec, todo, pad_to, workers):
+    """Chunks on `workers` threads of this process: XLA runs outside the GIL, so each thread
+    keeps a core busy with its own chunk (the arithmetic of a chunk does not depend on it)."""
+    if workers == 1:
+        for indices in todo:
+            yield indices, solve_chunk(spec, indices, pad_to)
+        return
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="gflow-sweep")
+    try:
+        futures = {pool.submit(solve_chunk, spec, indices, pad_to): indices for indices in todo}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+    finally:  # on an interruption, start no further chunks
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _dask(spec, todo, pad_to, address, retries):
@@ -530,6 +543,7 @@ def run(
     address: str | None = None,
     retries: int = 2,
     format: str | None = None,
+    workers: int | None = None,
 ):
     """Solve every point of `spec` and write `out/results.nc` (or `out/results.zarr`); return
     the `xarray.Dataset`.
@@ -548,6 +562,8 @@ def run(
     - `resume`: skip chunks already in `out/chunks` (the directory must hold the same spec and
       chunk size); False starts over.
     - `format`: "netcdf" (h5netcdf) or "zarr"; by default "zarr" when `out` ends in ".zarr".
+    - `workers`: chunks solved at once by the local executor, on threads (default: the number
+      of CPU cores). Give a chunk size of at most points / workers to keep them all busy.
 
     **Returns:** the dataset (see `assemble`). A point whose solve fails is a result with its
     status (`gflow.status`), not an exception; bad specs raise `ValueError` before any work.
@@ -563,6 +579,9 @@ def run(
         format = "zarr" if out.suffix == ".zarr" else "netcdf"
     if format not in FORMATS:
         raise ValueError(f"format must be one of {sorted(FORMATS)}, got {format!r}")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     size = _chunk_size(spec, chunk_size)
     chunks = plan(spec, size)
     _prepare_out(spec, out, resume, size)
@@ -576,7 +595,7 @@ def run(
     failures = 0
     with bar:
         if executor == "local":
-            results = _local(spec, todo, size)
+            results = _local(spec, todo, size, workers)
         else:
             results = _dask(spec, todo, size, address, retries)
         for indices, arrays in results:

@@ -113,10 +113,15 @@ def _results(ds):
     return ds.drop_vars([v for v in ds.data_vars if v.startswith("chunk")])
 
 
-def test_chunk_sizes_give_identical_results(local2, tmp_path):
-    other = sweep.run(linear_spec(), out=tmp_path, chunk_size=4, progress=False)
+def test_chunk_sizes_and_workers_give_identical_results(local2, tmp_path):
+    other = sweep.run(linear_spec(), out=tmp_path, chunk_size=4, progress=False, workers=1)
     _results(other).identical(_results(local2)) or pytest.fail("chunk sizes 2 and 4 differ")
     assert sweep.load(tmp_path).identical(other)
+    # local2 ran its 3 chunks on one thread per core; this runs them one after another.
+    serial = sweep.run(linear_spec(), out=tmp_path / "serial", chunk_size=2, progress=False, workers=1)
+    _results(serial).identical(_results(local2)) or pytest.fail("workers 1 and 2 differ")
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        sweep.run(linear_spec(), out=tmp_path, chunk_size=2, progress=False, workers=0)
 
 
 def test_zarr_output_reads_back_as_netcdf(local2, tmp_path):
