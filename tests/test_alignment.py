@@ -164,13 +164,19 @@ def test_fit_slope_and_bootstrap():
     assert lo <= slope <= hi and hi - lo < 0.1
 
 
-def test_cli_rejects_bad_options(capsys):
+def test_cli_rejects_bad_options(capsys, tmp_path):
     from gflow.cli import main
 
     assert main(["align", "--seeds", "1"]) == 2
     assert "--seeds must be ≥ 2" in capsys.readouterr().err
     assert main(["align", "--lanes", "0"]) == 2
     assert "--lanes must be a positive integer" in capsys.readouterr().err
+    assert main(["align", "--no-synthetic", "--no-n-scaling", "--no-digits", "--out", str(tmp_path)]) == 2
+    assert "nothing to run" in capsys.readouterr().err
+    assert main(["align", "--ns", "4"]) == 2
+    assert "--ns needs at least two sizes" in capsys.readouterr().err
+    assert main(["align", "--ns", "4,x"]) == 2
+    assert "--ns must be comma-separated integers" in capsys.readouterr().err
     assert main(["align", "--mnist", "/nonexistent"]) == 2
     assert "train-images-idx3-ubyte" in capsys.readouterr().err
 

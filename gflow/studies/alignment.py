@@ -48,6 +48,7 @@ class AlignConfig:
     rtol: float = 1e-7
     max_steps: int = 200_000
     lanes: int = 8  # width of the solve_batch pool
+    synthetic: bool = True  # the μ-, ε- and late-phase grids
     digits_n: int = 60  # subsample of digits 0 vs 1 (0: skip)
     digits_t1: float = 30.0
     real_seeds: tuple = (0,)
@@ -538,19 +539,6 @@ def _plots(cfg, results, fits, out_dir):
         plt.close(fig)
         paths.append(str(out_dir / name))
 
-    syn = results["synthetic"]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for name, marker in (("exponential", "o"), ("logistic", "x")):
-        f = fits[f"mu_exponent_{name}"]
-        mus = np.array(f["mu"])
-        for T in f["t_align"]:
-            ax.loglog(mus, T, marker, color="C0" if marker == "o" else "C1", ms=5)
-        ax.plot([], [], marker, color="C0" if marker == "o" else "C1", label=f"{name}: slope {f['slope']:.3f}")
-    ax.loglog(mus, min2024.t_align_bound(cfg.n, mus), "k--", label="bound 4 log n/√μ")
-    ax.set(xlabel="μ", ylabel="t_align(δ)", title=f"alignment time, n={cfg.n}, ε={cfg.init_scale:g}")
-    ax.legend(fontsize=8)
-    save(fig, "t_align_vs_mu.png")
-
     if "n_scaling" in results:
         fig, ax = plt.subplots(figsize=(5, 4))
         for red, color in (("sum", "C0"), ("mean", "C2")):
@@ -564,39 +552,53 @@ def _plots(cfg, results, fits, out_dir):
         ax.legend(fontsize=8)
         save(fig, "t_align_vs_n.png")
 
-    f = fits["escape_slope"]
-    x = np.log(1 / np.array(f["eps"]))
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for Te, Ta in zip(f["t_esc"], fits["t_align_vs_eps"]["t_align"]):
-        ax.plot(x, Te, "o", color="C3", ms=5)
-        ax.plot(x, Ta, "s", color="C0", ms=4)
-    mean = np.nanmean(f["t_esc"], axis=0)
-    ax.plot(x, mean.mean() + f["predicted"] * (x - x.mean()), "k--", label=f"slope 1/‖x₊‖ = {f['predicted']:.4f}")
-    ax.plot([], [], "o", color="C3", label=f"t_esc (fit slope {f['slope']:.4f})")
-    ax.plot([], [], "s", color="C0", label="t_align")
-    ax.set(xlabel="ln(1/ε)", ylabel="t", title=f"escape vs ln 1/ε (n={cfg.n}, μ={cfg.mu})")
-    ax.legend(fontsize=8)
-    save(fig, "escape_vs_log_eps.png")
+    if "synthetic" in results:
+        syn = results["synthetic"]
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for name, marker in (("exponential", "o"), ("logistic", "x")):
+            f = fits[f"mu_exponent_{name}"]
+            mus = np.array(f["mu"])
+            for T in f["t_align"]:
+                ax.loglog(mus, T, marker, color="C0" if marker == "o" else "C1", ms=5)
+            ax.plot([], [], marker, color="C0" if marker == "o" else "C1", label=f"{name}: slope {f['slope']:.3f}")
+        ax.loglog(mus, min2024.t_align_bound(cfg.n, mus), "k--", label="bound 4 log n/√μ")
+        ax.set(xlabel="μ", ylabel="t_align(δ)", title=f"alignment time, n={cfg.n}, ε={cfg.init_scale:g}")
+        ax.legend(fontsize=8)
+        save(fig, "t_align_vs_mu.png")
 
-    tr = syn["trace"]
-    specs = syn["specs"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for k, s in enumerate(specs):
-        if s["seed"] != cfg.seeds[0] or s["experiment"] != "mu" or s["logistic"]:
-            continue
-        t = tr["t"][k]
-        ok = np.isfinite(t) & (t > 0)
-        ax1.loglog(t[ok], (tr["loss"][k] * t)[ok], label=f"μ={s['mu']}")
-        ax2.semilogx(t[ok], tr["stable_rank"][k][ok], label=f"μ={s['mu']}")
-        ax2.axhline(fits["stable_rank"]["predicted"][k], color="k", ls=":", lw=0.8)
-    ax1.set(xlabel="t", ylabel="L·t", title="loss × t (exponential loss)")
-    ax2.set(xlabel="t", ylabel="‖W‖_F²/‖W‖₂²", title="stable rank (dotted: prediction)")
-    ax1.legend(fontsize=7)
-    ax2.legend(fontsize=7)
-    save(fig, "late_phase.png")
+        f = fits["escape_slope"]
+        x = np.log(1 / np.array(f["eps"]))
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for Te, Ta in zip(f["t_esc"], fits["t_align_vs_eps"]["t_align"]):
+            ax.plot(x, Te, "o", color="C3", ms=5)
+            ax.plot(x, Ta, "s", color="C0", ms=4)
+        mean = np.nanmean(f["t_esc"], axis=0)
+        ax.plot(x, mean.mean() + f["predicted"] * (x - x.mean()), "k--", label=f"slope 1/‖x₊‖ = {f['predicted']:.4f}")
+        ax.plot([], [], "o", color="C3", label=f"t_esc (fit slope {f['slope']:.4f})")
+        ax.plot([], [], "s", color="C0", label="t_align")
+        ax.set(xlabel="ln(1/ε)", ylabel="t", title=f"escape vs ln 1/ε (n={cfg.n}, μ={cfg.mu})")
+        ax.legend(fontsize=8)
+        save(fig, "escape_vs_log_eps.png")
 
-    k = next(i for i, s in enumerate(specs) if s["mu"] == cfg.mu and s["eps"] == cfg.init_scale and not s["logistic"])
-    save(_cosine_figure(plt, syn, k, f"synthetic n={cfg.n}, μ={cfg.mu}, ε={cfg.init_scale:g}"), "cosines_synthetic.png")
+        tr = syn["trace"]
+        specs = syn["specs"]
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        for k, s in enumerate(specs):
+            if s["seed"] != cfg.seeds[0] or s["experiment"] != "mu" or s["logistic"]:
+                continue
+            t = tr["t"][k]
+            ok = np.isfinite(t) & (t > 0)
+            ax1.loglog(t[ok], (tr["loss"][k] * t)[ok], label=f"μ={s['mu']}")
+            ax2.semilogx(t[ok], tr["stable_rank"][k][ok], label=f"μ={s['mu']}")
+            ax2.axhline(fits["stable_rank"]["predicted"][k], color="k", ls=":", lw=0.8)
+        ax1.set(xlabel="t", ylabel="L·t", title="loss × t (exponential loss)")
+        ax2.set(xlabel="t", ylabel="‖W‖_F²/‖W‖₂²", title="stable rank (dotted: prediction)")
+        ax1.legend(fontsize=7)
+        ax2.legend(fontsize=7)
+        save(fig, "late_phase.png")
+
+        k = next(i for i, s in enumerate(specs) if s["mu"] == cfg.mu and s["eps"] == cfg.init_scale and not s["logistic"])
+        save(_cosine_figure(plt, syn, k, f"synthetic n={cfg.n}, μ={cfg.mu}, ε={cfg.init_scale:g}"), "cosines_synthetic.png")
     for name in ("digits", "mnist"):
         if name in results:
             save(_cosine_figure(plt, results[name], 0, f"{name} 0 vs 1"), f"cosines_{name}.png")
@@ -638,15 +640,19 @@ def _rows_figure(plt, out, k, name):
 def run(cfg: AlignConfig, out_dir: Path) -> dict:
     """Run every experiment of `cfg`, write results.nc, verdict.json, verdict.md and figures
     into `out_dir`; returns the verdict dictionary."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     results, rows, fits, timing = {}, [], {}, {}
-    steps = [("synthetic", lambda: run_synthetic(cfg), lambda o: synthetic_verdict(cfg, o))]
+    steps = []
+    if cfg.synthetic:
+        steps.append(("synthetic", lambda: run_synthetic(cfg), lambda o: synthetic_verdict(cfg, o)))
     if cfg.ns:
         steps.append(("n_scaling", lambda: run_n_scaling(cfg), lambda o: n_verdict(cfg, o)))
     if cfg.digits_n:
         steps.append(("digits", lambda: run_real(cfg, "digits"), lambda o: (real_verdict(cfg, o, "digits"), {})))
     if cfg.mnist:
         steps.append(("mnist", lambda: run_real(cfg, "mnist"), lambda o: (real_verdict(cfg, o, "MNIST"), {})))
+    if not steps:
+        raise ValueError("nothing to run: enable the synthetic grids, the n-scaling, digits or MNIST")
+    out_dir.mkdir(parents=True, exist_ok=True)
     for name, go, judge in steps:
         start = time.perf_counter()
         results[name] = go()
@@ -672,6 +678,9 @@ def register(subparsers):
     p.add_argument("--rtol", type=float, help=f"solver rtol (default {AlignConfig.rtol})")
     p.add_argument("--mnist", type=str, help="directory with MNIST IDX files: adds the MNIST 0 vs 1 run")
     p.add_argument("--no-digits", action="store_true", help="skip the digits run")
+    p.add_argument("--no-synthetic", action="store_true", help="skip the μ-, ε- and late-phase grids")
+    p.add_argument("--no-n-scaling", action="store_true", help="skip the n-scaling grid")
+    p.add_argument("--ns", type=str, help="n-scaling grid, comma-separated (default 4,8,16,32; --full to 256)")
     p.add_argument("--lanes", type=int, help=f"width of the solve_batch pool (default {AlignConfig.lanes})")
     p.add_argument("--out", type=Path, default=Path("results/alignment"))
     p.set_defaults(func=main)
@@ -695,6 +704,18 @@ def config_from_args(args) -> AlignConfig:
         cfg = replace(cfg, mnist=args.mnist)
     if args.no_digits:
         cfg = replace(cfg, digits_n=0)
+    if args.no_synthetic:
+        cfg = replace(cfg, synthetic=False)
+    if args.ns is not None:
+        try:
+            ns = tuple(int(n) for n in args.ns.split(","))
+        except ValueError:
+            raise ValueError(f"--ns must be comma-separated integers, e.g. 4,8,16, got {args.ns!r}") from None
+        if len(ns) < 2 or min(ns) < 2:
+            raise ValueError(f"--ns needs at least two sizes n ≥ 2 (a slope is fitted), got {args.ns!r}")
+        cfg = replace(cfg, ns=ns)
+    if args.no_n_scaling:
+        cfg = replace(cfg, ns=())
     return cfg
 
 
