@@ -107,9 +107,10 @@ def _flow_stages(risk, stop, params0, args, w_cap, rtol, t1, later):
     return params, ts, risks, rule, status, steps
 
 
-def initial_stage(X, y, activation, width, seed, rtol=1e-6, t1=1e9, later=(), sigma0=None):
+def initial_stage(X, y, activation, width, seed, rtol=1e-6, t1=1e9, later=(), sigma0=None, a_scale=1.0):
     """Gradient flow of R_S for the two-layer net with bias from N(0, σ0²) parameters up to T_stop
-    (`_flow_stages`; fallback max_j ‖w_j‖ = 30σ0√(d+1)). σ0 defaults to `init_scale(activation)`.
+    (`_flow_stages`; fallback max_j ‖w_j‖ = 30σ0√(d+1)). σ0 defaults to `init_scale(activation)`;
+    `a_scale` multiplies the initial output weights (a ~ N(0, (a_scale·σ0)²)).
 
     Returns a dict with the weights W and a at T_stop, the residual e = f − y there, T_stop,
     the rule that set it ("loss" or "norm cap"), the status, the step count, and, for each
@@ -123,6 +124,7 @@ def initial_stage(X, y, activation, width, seed, rtol=1e-6, t1=1e9, later=(), si
 
     sigma0 = init_scale(activation) if sigma0 is None else sigma0
     params0 = models.init_two_layer_bias(jax.random.PRNGKey(seed), X.shape[1], width, sigma0)
+    params0["a"] = a_scale * params0["a"]
     args = {"X": jnp.asarray(X), "y": jnp.asarray(y), "activation": jnp.asarray(ACTIVATIONS.index(activation))}
     w_cap = 30 * sigma0 * np.sqrt(X.shape[1] + 1)
     params, ts, risks, rule, status, steps = _flow_stages(_risk, _stop, params0, args, w_cap, rtol, t1, later)
@@ -204,6 +206,30 @@ def run_d1(seeds, width, rtol, activations=("tanh", "xtanh", "x2tanh")):
             verdict("D1", f"{act}: all neurons, no norm cut: median cos(ŵ_j, predicted) per seed", medians, "cos = 1", "report", True),
         ]
     return verdicts, records, maps, directions
+
+
+def run_d1_init(seeds, width, rtol, activations=("xtanh", "x2tanh"), inits=((2e-4, 1.0), (1e-3, 1.0), (5e-3, 1.0), (1e-3, 10.0), (1e-3, 0.1))):
+    """Is p ≥ 2 winner-take-all an artefact of the initialisation? D1 with σ0 over a 25-fold range
+    (5e−3 is the paper's) and with a scaled by 10 and 0.1 against w: report rows (active set, K,
+    median cos of all neurons to the predicted orientations, median ‖w_j‖/max) and records."""
+    from .. import condensation as cond
+    from ..theory import zhou2022
+
+    X, y = fig5_data()
+    verdicts, records = [], []
+    for act in activations:
+        for sigma0, a_scale in inits:
+            rows = []
+            for seed in seeds:
+                r = initial_stage(X, y, act, width, seed, rtol, sigma0=sigma0, a_scale=a_scale)
+                c = cond.condensation(r["W"])
+                norms = np.linalg.norm(r["W"], axis=1)
+                rows.append({"seed": seed, "t_stop": r["t_stop"], "stop_rule": r["stop_rule"], "active": c.num_active, "K": c.num_orientations,
+                             "median_cos_all": float(np.nanmedian(alignment(r, act, X))), "median_norm_ratio": float(np.median(norms / norms.max()))})
+            records.append({"experiment": "D1-init", "activation": act, "sigma0": sigma0, "a_scale": a_scale, "runs": rows})
+            measured = f"active {[x['active'] for x in rows]}, K {[x['K'] for x in rows]}, median cos {[round(x['median_cos_all'], 3) for x in rows]}, median ‖w‖/max {[round(x['median_norm_ratio'], 4) for x in rows]}"
+            verdicts.append(verdict("D1-init", f"{act}, σ0 = {sigma0:g}, a scaled by {a_scale:g}: does the active set grow?", measured, f"2p = {2 * zhou2022.multiplicity(act)} orientations", "report", True))
+    return verdicts, records
 
 
 def run_d2(seeds, width, rtol, activations=("tanh", "sigmoid", "softplus", "xtanh", "x2tanh", "relu"), n=80, d=5):
@@ -454,8 +480,9 @@ def run(out: Path, quick=False, rtol=1e-6) -> list:
         d2 = run_d2(range(5), 50, rtol)
         d3 = run_d3(0, 100, rtol)
         d4 = run_d4(range(3), rtol)
-    verdicts = d1[0] + d2[0] + d3[0] + d4[0]
-    summary = {"quick": quick, "rtol": rtol, "wall_seconds": time.perf_counter() - start, "runs": d1[1] + d2[1] + d4[1], "d3": d3[1]}
+    init = run_d1_init(range(3), 100, rtol) if not quick else ([], [])
+    verdicts = d1[0] + init[0] + d2[0] + d3[0] + d4[0]
+    summary = {"quick": quick, "rtol": rtol, "wall_seconds": time.perf_counter() - start, "runs": d1[1] + init[1] + d2[1] + d4[1], "d3": d3[1]}
     verdicts_io.write(out, verdicts, summary)
     _plot_maps(d1[2], out / "heatmaps_D1.png", "D1 (d = 1, Fig. 5 data): cosine similarity at T_stop")
     _plot_maps(d2[2], out / "heatmaps_D2.png", "D2 (d = 5, Fig. 2 data): cosine similarity at T_stop")
