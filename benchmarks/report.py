@@ -13,8 +13,9 @@ that is absent or fails is reported as "not available" with the reason.
 
 Options: `--quick` (every part in its quick mode), `--skip kinks,sweeps` (leave parts out),
 `--merge-gpu FILE` (add the hardware.json written by `hardware.py --out DIR` on a GPU machine as
-a column), `--reuse-work-precision FILE` (take comparison 1 from an earlier
-`work_precision.py` run instead of measuring it again; the report says so).
+a column), `--reuse-work-precision FILE [FILE ...]` (take comparison 1 from earlier
+`work_precision.py` runs, e.g. one process per problem, instead of measuring it again; the
+report says so).
 """
 
 import argparse
@@ -85,8 +86,10 @@ def run_all(quick=False, out=Path("results/bench"), skip=(), reuse_work_precisio
         if part in skip:
             result, text = {"available": False, "reason": "skipped (--skip)"}, ""
         elif part == "work_precision" and reuse_work_precision:
-            wp = json.loads(Path(reuse_work_precision).read_text())
-            result, text = {"available": True, "reused": str(reuse_work_precision), "result": wp}, ""
+            runs = [json.loads(Path(f).read_text()) for f in reuse_work_precision]
+            wp = {"target": runs[0]["target"], "rows": [r for run in runs for r in run["rows"]],
+                  "problems": [i for run in runs for i in run["problems"]]}  # fmt: skip
+            result, text = {"available": True, "reused": ", ".join(map(str, reuse_work_precision)), "result": wp}, ""
         elif part in EXTERNAL:
             result, text = run_external(part, quick, out)
         else:
@@ -150,7 +153,8 @@ def _render_work_precision(part):
     target = res["target"]
     lines = []
     if part.get("reused"):
-        lines.append(f"Taken from an earlier standalone run of `work_precision.py` ({part['reused']}).\n")
+        lines.append(f"Taken from earlier standalone runs of `work_precision.py` ({part['reused']}), one "
+                     "process per file: compare ratios within a problem.\n")
     lines.append(
         "Relative errors of the final loss L(T) and of the final weights θ(T) against a tight "
         "reference; wall times exclude JIT compilation (every jitted function is warmed up first). "
@@ -216,6 +220,9 @@ def _render_hardware(part):
     if gpu:
         lines[0] += (f". GPU column: {gpu['device']}, matmul peak (N={gpu['matmul_size']}): "
                      + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in gpu["peak_gflops"].items()))  # fmt: skip
+    else:
+        lines[0] += (". GPU column: not measured (no GPU in this run; `python benchmarks/hardware.py --out DIR` "
+                     "on a GPU machine, then `report.py --merge-gpu DIR/hardware.json`)")  # fmt: skip
     lines.append("\nOne gradient of the two-layer net counted as 4·n·d·h + 7·n·h FLOPs.\n")
     gpu_rows = {(r["n"], r["d"], r["h"], r["dtype"]): r for r in (gpu or {}).get("rows", [])}
     header = ["n", "d", "h", "dtype", "grads/s", "GFLOP/s", "of peak"]
@@ -289,7 +296,7 @@ def main(argv=None):
     parser.add_argument("--out", default="results/bench", help="output folder")
     parser.add_argument("--skip", default="", help=f"comma-separated parts to leave out, of {','.join(PARTS)}")
     parser.add_argument("--merge-gpu", help="hardware.json from `hardware.py --out DIR` on a GPU machine")
-    parser.add_argument("--reuse-work-precision", help="work_precision.json of an earlier run")
+    parser.add_argument("--reuse-work-precision", nargs="+", help="work_precision.json of earlier runs")
     args = parser.parse_args(argv)
     skip = tuple(s for s in args.skip.split(",") if s)
     unknown = set(skip) - set(PARTS)

@@ -3,8 +3,8 @@
 Issue 3 (benchmark) and issue 7 (comparison 1). Problem: the two-layer ReLU network
 f(x) = Σ_j v_j relu(w_jᵀx) of Min, Mallada & Vidal (2024) with the exponential loss summed over
 the data, from balanced small initialisation at scale ε, flowed to time T. Data: μ-separated
-(`gflow.data.separated`: equiangular when d ≥ n + 1, else every cosine ≥ μ) and scikit-learn's
-digits (0 vs 1, centred).
+(`gflow.data.separated`: equiangular when d ≥ n + 1, else every cosine ≥ μ; issue 7's n=200,
+d=256 and, with `--issue3`, issue 3's n=200, d=50) and scikit-learn's digits (0 vs 1, centred).
 
 Methods, all integrating the same flow dθ/dt = −∇L(θ) on [0, T] in float64:
 
@@ -27,7 +27,7 @@ loss) and ‖θ(T) − θ_ref‖ / ‖θ_ref‖ (final weights). Wall times excl
 jitted function is warmed up on the same problem first (rtol and lr are traced, so changing them
 does not recompile). Costs at equal accuracy: `cost_at_accuracy`.
 
-Run standalone: `python benchmarks/work_precision.py [--quick] [--large] [--out results/bench]`.
+Run standalone: `python benchmarks/work_precision.py [--quick] [--issue3] [--only NAME] [--out DIR]`.
 """
 
 import argparse
@@ -74,20 +74,26 @@ class Problem:
     seed: int = 0
 
 
+# Issue 7's problems: μ-separated n=200, d=256 and digits. Switching solve with Tsit5 and
+# Dopri8 (Dopri5 adds one compilation and lies between them); the plain solve with Dopri5 (best
+# in final weights) and Dopri8 (best in final loss) in the earlier, plain-only runs.
 FULL = (
-    Problem("separated n200 d50", "separated", 200, 50, 100, 1e-4, 40.0,
-            rtols=(1e-4, 1e-6, 1e-8), plain_rtols=(1e-4, 1e-5, 1e-6), lrs=(2e-2, 1e-2, 5e-3),
-            scipy_rtols=(1e-5, 1e-6, 1e-7), ref_rtol=1e-11, xcheck_rtol=1e-11),
-)  # fmt: skip
-
-# Issue 7's larger problems (`--large`).
-LARGE = (
     Problem("separated n200 d256", "separated", 200, 256, 100, 1e-4, 40.0,
             rtols=(1e-4, 1e-6, 1e-8), plain_rtols=(1e-4, 1e-5, 1e-6), lrs=(2e-2, 1e-2),
-            scipy_rtols=(1e-5, 1e-6), ref_rtol=1e-11, xcheck_rtol=1e-11),
+            scipy_rtols=(1e-5, 1e-6), ref_rtol=1e-11, xcheck_rtol=None,
+            solvers=("tsit5", "dopri8"), plain_solvers=("dopri5", "dopri8")),
     Problem("digits 0/1 n100", "digits", 100, 64, 50, 1e-4, 10.0,
             rtols=(1e-4, 1e-6, 1e-8), plain_rtols=(1e-4, 1e-5, 1e-6), lrs=(1e-2, 5e-3),
-            scipy_rtols=(1e-5, 1e-6), ref_rtol=1e-11, xcheck_rtol=1e-11),
+            scipy_rtols=(1e-5, 1e-6), ref_rtol=1e-11, xcheck_rtol=1e-11,
+            solvers=("tsit5", "dopri8"), plain_solvers=("dopri5", "dopri8")),
+)  # fmt: skip
+
+# Issue 3's problem (`--issue3`): μ-separated n=200, d=50.
+ISSUE3 = (
+    Problem("separated n200 d50", "separated", 200, 50, 100, 1e-4, 40.0,
+            rtols=(1e-4, 1e-6, 1e-8), plain_rtols=(1e-4, 1e-5, 1e-6), lrs=(2e-2, 1e-2, 5e-3),
+            scipy_rtols=(1e-5, 1e-6), ref_rtol=1e-11, xcheck_rtol=None,
+            solvers=("tsit5", "dopri8"), plain_solvers=("dopri5", "dopri8")),
 )  # fmt: skip
 
 # Tiny, and few compilations: the reference is a tight switching Tsit5 solve (the solver measured).
@@ -356,10 +362,21 @@ def plot(rows, infos, path):
     plt.close(fig)
 
 
-def run(quick=False, log=print, large=False):
-    """Run the benchmark on every problem (`large` adds LARGE); returns a JSON-ready dict."""
+def problems(quick=False, issue3=False, only=None):
+    """The problems to run: QUICK, or FULL (+ ISSUE3); `only` keeps the one of that name."""
+    chosen = QUICK if quick else FULL + (ISSUE3 if issue3 else ())
+    if only is None:
+        return chosen
+    found = [p for p in QUICK + FULL + ISSUE3 if p.name == only]
+    if not found:
+        raise ValueError(f"no problem named {only!r}: choose from {[p.name for p in QUICK + FULL + ISSUE3]}")
+    return tuple(found)
+
+
+def run(quick=False, log=print, issue3=False, only=None):
+    """Run the benchmark on every problem of `problems(quick, issue3, only)`; returns a JSON-ready dict."""
     rows, infos = [], []
-    for problem in QUICK if quick else FULL + (LARGE if large else ()):
+    for problem in problems(quick, issue3, only):
         log(f"work-precision: {problem.name} (n={problem.n}, width={problem.width}, "
             f"ε={problem.init_scale:g}, T={problem.t1:g})")  # fmt: skip
         start = time.perf_counter()
@@ -387,12 +404,13 @@ def _ratio(x):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one tiny problem (< 1 min)")
-    parser.add_argument("--large", action="store_true", help="add issue 7's n=200, d=256 and digits problems")
+    parser.add_argument("--issue3", action="store_true", help="add issue 3's n=200, d=50 problem")
+    parser.add_argument("--only", help="run only the problem of this name (e.g. 'digits 0/1 n100')")
     parser.add_argument("--out", default="results/bench", help="output folder")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = run(args.quick, large=args.large)
+    result = run(args.quick, issue3=args.issue3, only=args.only)
     (out / "work_precision.json").write_text(json.dumps(result, indent=1))
     plot(result["rows"], result["problems"], out / "work_precision.png")
     print(f"wrote {out / 'work_precision.json'} and {out / 'work_precision.png'}")
