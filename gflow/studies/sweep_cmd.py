@@ -14,6 +14,8 @@ def register(subparsers):
     p.add_argument("--out", type=Path, required=True, help="output directory (resumable)")
     p.add_argument("--executor", choices=("local", "dask"), default="local")
     p.add_argument("--address", default=None, help="Dask scheduler address (default: LocalCluster)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="chunks solved at once on threads by the local executor (default: cores)")
     p.add_argument("--chunk-size", type=int, default=None, help="points per chunk (default 4 × lanes)")
     p.add_argument("--format", choices=("netcdf", "zarr"), default=None,
                    help="dataset format (default: zarr if DIR ends in .zarr, else netCDF)")
@@ -34,5 +36,6 @@ def main(args) -> int:
         progress=not args.quiet,
         resume=not args.restart,
         format=args.format,
+        workers=args.workers,
     )
     return 0
