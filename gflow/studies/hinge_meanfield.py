@@ -326,9 +326,9 @@ def run(out: Path, quick=False, rtol=1e-6) -> list:
     finite-M band on E1's network)."""
     start = time.perf_counter()
     if quick:
-        e1 = run_e1(N=500, d=20, M=50, t1=30.0, taus=(1e-2, 1e-3), rtol=rtol)
+        e1 = run_e1(N=300, d=20, M=30, t1=20.0, taus=(1e-2, 1e-3), rtol=rtol)
         e2 = run_e2(d=E2_D, t1=1e5)
-        e3 = run_e3(d=E2_D, alphas=(1, 30, 300))
+        e3 = run_e3(d=E2_D, alphas=(30, 300))
         e4 = ([], [])
     else:
         e1 = run_e1(N=1000, d=20, M=100, t1=60.0, taus=(1e-2, 3e-3, 1e-3), rtol=rtol)
