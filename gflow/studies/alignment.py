@@ -117,8 +117,8 @@ def _save_grid(t1, first):
 
 def _solve_phase(cfg, params, lanes, phase, t1, rate=None):
     """Every lane from `params` at τ = 0 to its event (or τ = t1), by the continuous-batching pool
-    (`gflow.batching.solve_batch`, `cfg.lanes` lanes); numpy Trajectory stacked along lanes and
-    the pool's lockstep efficiency. Each phase restarts the solver, as `gflow.simulate` from
+    (`gflow.batching.solve_batch`, `cfg.lanes` lanes); returns the numpy Trajectory stacked along
+    lanes and the pool's `PoolStats`. Each phase restarts the solver, as `gflow.simulate` from
     the phase's initial state would (scale-aware atol from that state)."""
     import jax
 
