@@ -4,7 +4,9 @@ Issue 7, comparison 5. The solve of `gflow.simulate` (two-layer ReLU, exponentia
 data) is compiled with `jax.jit(...).lower(...).compile()` and XLA's buffer assignment reports
 its peak memory (`memory_analysis().peak_memory_in_bytes`: arguments + outputs + temporaries),
 the same number on every run and every machine load. gflow runs the plain adaptive solve
-(`switching=False`, as in work_precision.py). Three ways of recording a trajectory:
+(`switching=False`); in full mode the event-driven switching solve (gflow's default for ReLU
+nets, with its pattern of n·h signs and sliding buffers in the state) is measured as well.
+Three ways of recording a trajectory:
 
 - gflow, observables only (`save_params=False`): loss, ‖w_j‖ and v_j² − ‖w_j‖² at the save times;
 - gflow, full weights saved at the same times (`save_params=True`);
@@ -30,8 +32,9 @@ import gflow
 from gflow import losses, models, observables
 
 N, D, WIDTH, INIT_SCALE, MU = 200, 50, 100, 1e-4, 0.3
-FULL = {"t1": 1e4, "saves": (10, 10_000), "max_steps": (10_000, 1_000_000), "steps_true": (1_000, 10_000)}
-QUICK = {"t1": 100.0, "saves": (1000,), "max_steps": (10_000,), "steps_true": ()}
+FULL = {"t1": 1e4, "saves": (10, 10_000), "max_steps": (10_000, 1_000_000), "steps_true": (1_000, 10_000),
+        "switching_saves": (10,)}
+QUICK = {"t1": 100.0, "saves": (1000,), "max_steps": (10_000,), "steps_true": (), "switching_saves": ()}
 OBSERVABLES = {"neuron_norms": observables.neuron_norms, "balancedness": observables.balancedness}
 
 
@@ -42,13 +45,14 @@ def problem():
     return objective, models.init_two_layer(jax.random.PRNGKey(0), D, WIDTH, INIT_SCALE)
 
 
-def gflow_solve(objective, t1, saves, max_steps, save_params):
-    """The jitted gflow solve for one configuration (a function of params0)."""
+def gflow_solve(objective, t1, saves, max_steps, save_params, switching=False):
+    """The jitted gflow solve for one configuration (a function of params0); `switching=None`
+    is gflow's default for this objective, the switching solve."""
     ts = np.linspace(0.0, t1, saves)
 
     def solve(params0):
         return gflow.simulate(objective, params0, t1, saveat=ts, observables=OBSERVABLES,
-                              save_params=save_params, max_steps=max_steps, switching=False)  # fmt: skip
+                              save_params=save_params, max_steps=max_steps, switching=switching)  # fmt: skip
 
     return jax.jit(solve)
 
@@ -95,6 +99,9 @@ def run(quick=False, log=print):
                 compiled = add(recording, saves, max_steps, gflow_solve(objective, cfg["t1"], saves, max_steps, save_params))
                 if not save_params:
                     longest = compiled
+        for saves in cfg["switching_saves"]:
+            add("gflow switching obs.", saves, max_steps,
+                gflow_solve(objective, cfg["t1"], saves, max_steps, False, switching=None))  # fmt: skip
     for max_steps in cfg["steps_true"]:
         add("diffrax SaveAt(steps)", max_steps, max_steps, steps_solve(objective, cfg["t1"], max_steps))
 
