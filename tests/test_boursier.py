@@ -96,7 +96,7 @@ def test_quick_mode_smoke(tmp_path):
     assert len(saved) == len(verdicts) >= 5
     for name in ("spurious.png", "alignment.png", "escape_sparsity.png", "verdicts.md"):
         assert (tmp_path / name).exists()
-    by = {v["claim"]: v for v in verdicts}
+    by = {v["experiment"]: v for v in verdicts}
     assert by["E2.1"]["measured"] < 1e-3  # the flow stalls at L_OLS
     np.testing.assert_allclose(by["E2.4"]["measured"], by["E2.4"]["predicted"], rtol=0.05)
     assert all(v["pass"] for v in verdicts)

@@ -14,7 +14,6 @@ initialised at scale λ (`gflow.models.init_boursier`); predictions from
 Writes verdicts.json, verdicts.md and figures into the output directory.
 """
 
-import json
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 from .. import losses, models
 from ..flow import simulate
 from ..theory import boursier2024 as theory
+from . import verdicts as verdicts_io
 
 RTOL = 1e-6  # ReLU kinks make the cost grow like 1/rtol (ENGINEERING.md); 1e-6 reaches L_OLS to 1e-12
 
@@ -60,46 +60,10 @@ def flow(params0, X, y, t1, *, threshold=-1.0, num_saves=120, max_steps=2_000_00
     )
 
 
-def verdict(claim, description, measured, predicted, tolerance, passed, **details):
-    """One claim's verdict: measured vs predicted, the tolerance, pass/fail, details."""
-    return {
-        "claim": claim,
-        "description": description,
-        "measured": measured,
-        "predicted": predicted,
-        "tolerance": tolerance,
-        "pass": bool(passed),
-        **details,
-    }
-
-
-def write_verdicts(verdicts, out: Path, title):
-    """verdicts.json and a markdown table verdicts.md in `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "verdicts.json").write_text(json.dumps(verdicts, indent=2, default=_jsonable))
-    rows = [
-        f"| {v['claim']} | {v['description']} | {_fmt(v['measured'])} | {_fmt(v['predicted'])} "
-        f"| {v['tolerance']} | {'PASS' if v['pass'] else 'FAIL'} |"
-        for v in verdicts
-    ]
-    table = "\n".join(
-        [f"## {title}", "", "| claim | what | measured | predicted | tolerance | verdict |",
-         "|---|---|---|---|---|---|", *rows, ""]
-    )
-    (out / "verdicts.md").write_text(table)
-    return table
-
-
-def _jsonable(x):
-    return np.asarray(x).tolist()
-
-
-def _fmt(x):
-    if isinstance(x, float):
-        return f"{x:.6g}"
-    if isinstance(x, (list, tuple)):
-        return "[" + ", ".join(_fmt(e) for e in x) + "]"
-    return str(x)
+def verdict(experiment, claim, measured, predicted, tolerance, passed, **details):
+    """One claim's verdict row (`gflow.studies.verdicts.verdict`) with extra details."""
+    return {**verdicts_io.verdict(experiment, claim, measured, predicted, tolerance, passed),
+            **details}
 
 
 def neurons(params, X):
@@ -289,7 +253,9 @@ def run(out: Path, quick=False):
     v23, r23 = e23_e24_alignment_escape(*s["e23"])
     v25, r25 = e25_sparsity(*s["e25"]) if s["e25"] else ([], [])
     verdicts = v21 + v22 + v23 + v25
-    write_verdicts(verdicts, out, "Boursier & Flammarion (arXiv 2401.10791)")
+    verdicts_io.write(out, verdicts, {"paper": "Boursier & Flammarion (arXiv 2401.10791)",
+                                      "mode": "quick" if quick else "full", "settings": s,
+                                      "rtol": RTOL})
     _plots(out, r21, r22, r23, r25)
     return verdicts
 
@@ -367,17 +333,5 @@ def _polar(ax, params, title, normalise=False):
 
 
 def register(subparsers):
-    p = subparsers.add_parser(
-        "boursier", help="Boursier & Flammarion's two-edged sword: experiments E2.1–E2.5"
-    )
-    p.add_argument("--quick", action="store_true", help="small problems, well under a minute")
-    p.add_argument("--out", type=Path, default=Path("results/boursier"))
-    p.set_defaults(func=main)
-
-
-def main(args) -> int:
-    verdicts = run(args.out, quick=args.quick)
-    print((args.out / "verdicts.md").read_text())
-    print(f"wrote {args.out}/verdicts.json, verdicts.md, spurious.png, alignment.png, "
-          "escape_sparsity.png")
-    return 0 if all(v["pass"] for v in verdicts) else 1
+    verdicts_io.register_study(subparsers, "boursier", "Boursier & Flammarion's two-edged sword: "
+                               "experiments E2.1–E2.5", run, "results/boursier", rtol=False)
