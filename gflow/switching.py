@@ -77,6 +77,7 @@ class Switching(eqx.Module):
     surfaces: Callable = eqx.field(static=True)
     objective: Callable = eqx.field(static=True)
     max_sliding: int = eqx.field(static=True, default=32)
+    max_crossings: int = eqx.field(static=True, default=16)
 
 
 def activation_slopes(activation) -> tuple[float, float]:
@@ -155,11 +156,17 @@ class _State(eqx.Module):
 
 _CROSS, _EXIT, _USER = 1, 2, 3
 
+# Chebyshev–Lobatto points of [−1, 1] and the map from values there to monomial coefficients:
+# the polynomial through them reproduces any dense output of degree ≤ 7 (Tsit5 4, Dopri8 7)
+_NODES = -np.cos(np.pi * np.arange(8) / 7)
+_FIT = np.linalg.inv(np.vander(_NODES, increasing=True))
+
 _COUNTS = (
     "num_steps",
     "num_accepted_steps",
     "num_rejected_steps",
     "num_crossings",
+    "num_crossings_stepped_over",
     "num_sliding_starts",
     "num_sliding_exits",
     "max_sliding",
@@ -236,6 +243,7 @@ def integrate(
 
     s_shape = jax.eval_shape(lambda y: call(switching.surfaces, y), y0).shape
     K = int(np.prod(s_shape))
+    B = min(switching.max_crossings, K)
 
     def frozen_field(y, p):
         # −∇_θ L(θ, p): the smooth field of the piece selected by the (relaxed) pattern p
@@ -320,6 +328,86 @@ def integrate(
         done=jnp.asarray(False),
     )
 
+    fsal = isinstance(state0.solver_state, tuple)
+
+    def restarted(solver_state, f_start):
+        # a first-same-as-last method (diffrax keeps (first_step, f0)) starts its next step
+        # from the field value already evaluated after the kinks instead of re-evaluating it
+        return (jnp.asarray(False), f_start) if fsal else solver_state
+
+    def kinks(ta, tb, ya, yb, s_a, s_b, interp, pattern, crossing, piece):
+        """Crossing times τ_k of the surfaces in `crossing` and the kink correction of the
+        frozen-pattern step, with the error estimate of its first-order part."""
+        h = tb - ta
+        p, geo = piece
+        # s(y(t)) on the step's dense output as a polynomial in x ∈ [−1, 1] (exact for affine s)
+        inner = jax.vmap(lambda x: surfaces(interp.evaluate(ta + 0.5 * (x + 1) * h)))(_NODES[1:-1])
+        values = jnp.concatenate([s_a[None], inner, s_b[None]])
+        coeffs = jnp.asarray(_FIT, dtype) @ values
+        sign = jnp.where(pattern, 1.0, -1.0).astype(dtype)
+        # the crossing is the last one to the new side: bracket it after the last node still on
+        # the old side (a surface left at s ≈ 0 by the previous step may start on either side)
+        old_side = sign * values > 0
+        last = len(_NODES) - 1 - jnp.argmax(old_side[::-1], axis=0)
+        nodes = jnp.asarray(_NODES, dtype)
+
+        def lane(c, sg, j, active):
+            value = lambda x: jnp.where(active, sg * jnp.polyval(c[::-1], x), -1.0)
+            right = nodes[jnp.minimum(j + 1, len(_NODES) - 1)]
+            return _root(value, nodes[j], right, 2 * time_tol / h)[0]
+
+        start_old = jnp.any(old_side, axis=0)
+        x_root = jax.vmap(lane)(coeffs.T, sign, last, crossing & start_old)
+        x_root = jnp.where(start_old, x_root, -1.0)
+        dp = jnp.where(crossing, -sign, 0.0)
+        _, at_a = jax.linearize(lambda q: piece_field(ta, ya, (q, geo)), p)
+
+        # the jump of one crossing moves the later crossings of surfaces it pushes on (same
+        # neuron): s_k(τ) + Σ_m (τ − τ_m)⁺ n_k·ΔF_m = 0, solved for the B earliest crossings by
+        # two fixed-point sweeps; the second sweep's change is the error estimate of the times
+        tau0 = jnp.where(crossing, ta + 0.5 * (x_root + 1) * h, jnp.inf)
+        order = jnp.argsort(tau0)[:B]
+        valid = jnp.isfinite(tau0[order])
+        jumps = jax.vmap(at_a)(jax.nn.one_hot(order, K, dtype=dtype) * (dp[order] * valid)[:, None])
+        coupling = jax.vmap(lambda q: jax.jvp(surfaces, (ya,), (q,))[1][order])(jumps).T
+        coupling = coupling * (1 - jnp.eye(B, dtype=dtype))  # n_k·ΔF_m for m ≠ k
+        slope = jax.vmap(lambda c, x: jnp.polyval(jnp.polyder(c[::-1]), x))(coeffs.T[order], x_root[order]) * 2 / h
+        slope = jnp.where(valid, slope, 1.0)
+
+        start = jnp.where(valid, tau0[order], ta)
+
+        def sweep(t):
+            lag = jnp.maximum(t[:, None] - t[None, :], 0.0) * valid[None, :]
+            return start - jnp.sum(lag * coupling, axis=1) / slope
+
+        first_sweep = sweep(start)
+        second_sweep = sweep(first_sweep)
+        tau_err = jnp.where(valid, jnp.abs(second_sweep - first_sweep), 0.0)
+        tau = tau0.at[order].set(jnp.where(valid, second_sweep, jnp.inf))
+        # a crossing pushed out of the step by another's jump needs a decision: cut there
+        moved = crossing & ((tau < ta) | (tau > tb))
+        tau = jnp.where(crossing, jnp.clip(tau, ta, tb), jnp.inf)
+        theta = jnp.where(crossing, (tau - ta) / h, 0.0)
+        u = jnp.where(crossing, (1 - theta) * h, 0.0)
+        # more than B crossings: the step is split between the B-th and the next one
+        t_split = jnp.asarray(jnp.inf, dtype)
+        if K > B:
+            t_split = jnp.where(jnp.sum(crossing) > B, 0.5 * (tau0[order[-1]] + jnp.sort(tau0)[B]), jnp.inf)
+        # δ' = J δ + Σ_k H(t − τ_k) ΔF_k with ΔF_k = Δp_k ∂F/∂p_k, linear in t between ya and yb:
+        # δ(tb) = Σ_k [∫_{τ_k}^{tb} ΔF_k dt + ½ u_k² J ΔF_k] + O(h³)
+        c_a = dp * h * (1 - theta) ** 2 / 2
+        c_b = dp * h * (1 - theta**2) / 2
+        q_a, v, first = jax.vmap(at_a)(jnp.stack([c_a, dp * u**2 / 2, dp * u]))
+        _, q_b = jax.jvp(lambda z, q: piece_field(tb, z, (q, geo)), (yb, p), (v, c_b))
+        delta = q_a + q_b
+        error = jnp.abs(delta - first) + jnp.abs(jumps).T @ tau_err
+        return tau, tau0, delta, error, moved, t_split
+
+    def no_kinks(*_):
+        zeros = jnp.zeros_like(y0)
+        never = jnp.full(K, jnp.inf, dtype)
+        return never, never, zeros, zeros, jnp.zeros(K, bool), jnp.asarray(jnp.inf, dtype)
+
     def step(state: _State) -> _State:
         counts = dict(state.counts)
         ta = state.t
@@ -334,31 +422,67 @@ def integrate(
         yb, y_err, dense, solver_state, _ = solver.step(
             term, ta, tb, ya, piece, state.solver_state, state.made_jump
         )
-        keep, next_a, next_b, _, cstate, _ = controller.adapt_step_size(
-            ta, tb, ya, yb, piece, y_err, error_order, state.controller_state
-        )
-        dt_next = next_b - next_a
         interp = solver.interpolation_cls(t0=ta, t1=tb, **dense)
         counts["num_steps"] += 1
+        pending_here = (state.pending_kind > 0) & (tb == state.pending_t)
 
-        # --- a step re-taken to a located event ends exactly on it
-        at_pending = keep & (state.pending_kind > 0) & (tb == state.pending_t)
+        # --- transversal crossings are stepped over: the frozen step is corrected for the
+        # jump of the field after each crossing, and that correction's error is controlled
+        nonsliding = jnp.ones(K, bool).at[jnp.where(sliding >= 0, sliding, K)].set(False, mode="drop")
+        on_pending = pending_here & (state.pending_kind == _CROSS) & (jnp.arange(K) == state.pending_k)
+        s_a, s_b = surfaces(ya), surfaces(yb)
+        crossing = nonsliding & ~on_pending & (signed(pattern, s_b) < 0)
+        any_crossing = jnp.any(crossing)
+        tau_k, tau_frozen, delta, kink_err, moved, t_split = jax.lax.cond(
+            any_crossing, kinks, no_kinks, ta, tb, ya, yb, s_a, s_b, interp, pattern, crossing, piece
+        )
+        counts["extra_grad_evals"] += 6 * any_crossing.astype(jnp.int32)
+        yc = yb + delta
+        keep, next_a, next_b, _, cstate, _ = controller.adapt_step_size(
+            ta, tb, ya, yc, piece, jnp.abs(y_err) + kink_err, error_order, state.controller_state
+        )
+        dt_next = next_b - next_a
+        # a step good for the smooth piece but not for the kink correction is cut at its first
+        # crossing and re-taken (the exact path), with the smooth piece's step size
+        keep_smooth, smooth_a, smooth_b, _, smooth_cstate, _ = controller.adapt_step_size(
+            ta, tb, ya, yc, piece, y_err, error_order, state.controller_state
+        )
+        fall_back = any_crossing & keep_smooth & ~keep
+        keep = keep | fall_back
+        dt_next = jnp.where(fall_back, smooth_b - smooth_a, dt_next)
+        cstate = jax.tree.map(lambda a, b: jnp.where(fall_back, a, b), smooth_cstate, cstate)
+        # too many crossings for the buffer: retry with the step split before the (B+1)-th
+        split = jnp.isfinite(t_split)
+        keep = keep & ~split
+        dt_next = jnp.where(split, jnp.minimum(dt_next, t_split - ta), dt_next)
+        flipped = pattern ^ crossing
+
+        def new_side():
+            # the stepped-over state must lie on the new side of each crossed surface, with the
+            # new side's field pointing away from it (a, b of one sign); else sliding may begin
+            f_new = piece_field(tb, yc, (relaxed(flipped, sliding, 0.5), geo))
+            s_c, velocity = jax.jvp(surfaces, (yc,), (f_new,))
+            away = (signed(flipped, s_c) > 0) & (signed(flipped, velocity) > 0)
+            return f_new, crossing & (moved | ~away)
+
+        f_new, stuck = jax.lax.cond(
+            keep & any_crossing, new_side, lambda: (jnp.zeros_like(y0), jnp.zeros(K, bool))
+        )
+        counts["extra_grad_evals"] += (keep & any_crossing).astype(jnp.int32)
+        # a step cut at its first crossing checks its end without the kinks, as before a cut
+        y_end = jnp.where(fall_back, yb, yc)
+        p_end = jnp.where(fall_back, pattern, flipped)
         alpha_b = jax.lax.cond(
             keep & any_sliding,
-            lambda: alphas(yb, pattern, sliding, geo),
+            lambda: alphas(y_end, p_end, sliding, geo),
             lambda: jnp.full(M, 0.5, dtype),
         )
         counts["extra_grad_evals"] += 2 * (keep & any_sliding).astype(jnp.int32)
 
-        # --- otherwise look for the first event inside the step: crossing, sliding exit, user's
-        search = keep & ~at_pending
-        nonsliding = jnp.ones(K, bool).at[jnp.where(sliding >= 0, sliding, K)].set(False, mode="drop")
-        viol_cross = search & nonsliding & (signed(pattern, surfaces(yb)) < 0)
+        # --- events that need a decision: sliding exits and the user's, located on the dense
+        # output; a crossing whose new side pushes back; and crossings before such events
+        search = keep & ~pending_here
         viol_exit = search & (sliding >= 0) & (exit_margin(alpha_b) < 0)
-
-        def crossing_fn(t):
-            c = signed(pattern, surfaces(interp.evaluate(t)))
-            return jnp.min(jnp.where(viol_cross, c, jnp.inf))
 
         def exit_fn(t):
             m = exit_margin(alphas(interp.evaluate(t), pattern, sliding, geo))
@@ -370,42 +494,50 @@ def integrate(
             )
             return jnp.where(active, t_root, jnp.inf), evals
 
-        tau_cross, _ = locate(jnp.any(viol_cross), crossing_fn)
         tau_exit, evals = locate(jnp.any(viol_exit), exit_fn)
         counts["extra_grad_evals"] += 2 * evals
         tau_user = jnp.asarray(jnp.inf, dtype)
         if event is not None:
-            ua, ub = user_value(ya), user_value(yb)
+            ua, ub = user_value(ya), user_value(y_end)
             fires = search & ((ub <= 0) if event_is_bool else ((ua > 0) != (ub > 0)))
             sign = 1.0 if event_is_bool else jnp.where(ua > 0, 1.0, -1.0)
             tau_user, _ = locate(fires, lambda t: sign * user_value(interp.evaluate(t)))
+        # the dense output is exact up to the first crossing only: cut there before other events
+        other = jnp.isfinite(tau_exit) | jnp.isfinite(tau_user)
+        # where a crossing needs a decision the step is cut at its first crossing, so that the
+        # re-taken step is exact up to the cut
+        cut = keep & (jnp.any(stuck) | (any_crossing & other) | fall_back)
+        tau_cross = jnp.where(cut, jnp.min(tau_frozen), jnp.inf)
         tau = jnp.minimum(jnp.minimum(tau_cross, tau_exit), tau_user)
         found_kind = jnp.where(
             jnp.isinf(tau),
             0,
-            jnp.where(tau_user <= tau, _USER, jnp.where(tau_exit <= tau, _EXIT, _CROSS)),
+            jnp.where(tau_cross <= tau, _CROSS, jnp.where(tau_exit <= tau, _EXIT, _USER)),
         )
         k_found = jnp.where(
             found_kind == _CROSS,
-            jnp.argmin(jnp.where(viol_cross, signed(pattern, surfaces(interp.evaluate(tau_cross))), jnp.inf)),
+            jnp.argmin(tau_frozen),
             jnp.argmin(jnp.where(viol_exit, exit_margin(alpha_b), jnp.inf)),
         )
         # an event at the step's start is handled at once; a later one by re-taking the step to it
         # (the dense output's error is not controlled, the step's is)
         immediate = (found_kind > 0) & (tau <= ta + time_tol)
         retake = (found_kind > 0) & ~immediate
+        advance = keep & ~retake & ~immediate
 
         # --- handle the event: which side of the surface, or onto it
+        at_pending = advance & pending_here
         handle = at_pending | immediate
         kind = jnp.where(at_pending, state.pending_kind, jnp.where(immediate, found_kind, 0))
         k = jnp.where(at_pending, state.pending_k, k_found)
-        y_ev = jnp.where(at_pending, yb, ya)
+        y_ev = jnp.where(advance, yc, ya)
+        base = jnp.where(advance, flipped, pattern)
         is_cross, is_exit, is_user = kind == _CROSS, kind == _EXIT, kind == _USER
 
         def one_sided():
             # normal velocities a (p_k = 0) and b (p_k = 1) of surface k on the sliding set
             n_k = jax.vjp(surfaces, y_ev)[1](jax.nn.one_hot(k, K, dtype=dtype))[0]
-            p = relaxed(pattern, sliding, 0.5)
+            p = relaxed(base, sliding, 0.5)
             fa = geo.project(frozen_field(y_ev, p.at[k].set(0.0)))
             fb = geo.project(frozen_field(y_ev, p.at[k].set(1.0)))
             return n_k @ fa, n_k @ fb
@@ -416,24 +548,35 @@ def integrate(
         attractive = (a > 0) & (b < 0)
         has_room = jnp.any(sliding < 0)
         slide = is_cross & attractive & has_room
-        up = jnp.where((a > 0) & (b > 0), True, jnp.where((a < 0) & (b < 0), False, ~pattern[k]))
-        new_pattern = jnp.where(is_cross & ~slide, pattern.at[k].set(up), pattern)
+        up = jnp.where((a > 0) & (b > 0), True, jnp.where((a < 0) & (b < 0), False, ~base[k]))
+        # a crossing at the step's start that keeps its side is a grazing contact: the state lies
+        # on the other side while the field points back; it takes the side where it lies
+        graze = immediate & is_cross & ~slide & (up == base[k])
+        up = jnp.where(graze, s_a[k] > 0, up)
+        new_pattern = jnp.where(is_cross & ~slide, base.at[k].set(up), base)
         new_sliding = jnp.where(slide, sliding.at[jnp.argmax(sliding < 0)].set(k.astype(jnp.int32)), sliding)
         # an exit leaves to the side whose weight α_k reached 1 (s_k > 0) or 0 (s_k < 0)
         new_pattern = jnp.where(is_exit, new_pattern.at[sliding[k]].set(alpha_b[k] >= 0.5), new_pattern)
         new_sliding = jnp.where(is_exit, new_sliding.at[k].set(-1), new_sliding)
-        counts["num_crossings"] += (is_cross & ~slide).astype(jnp.int32)
+        stepped_over = jnp.sum(advance & crossing)
+        counts["num_crossings"] += (is_cross & ~slide & ~graze).astype(jnp.int32) + stepped_over
+        counts["num_crossings_stepped_over"] += stepped_over
         counts["num_sliding_starts"] += slide.astype(jnp.int32)
         counts["num_sliding_exits"] += is_exit.astype(jnp.int32)
         counts["sliding_overflow"] += (is_cross & attractive & ~has_room).astype(jnp.int32)
         counts["max_sliding"] = jnp.maximum(counts["max_sliding"], jnp.sum(new_sliding >= 0))
 
         # --- the step's outcome; a step cut at an event counts as rejected and is re-taken
-        advance = keep & ~retake & ~immediate
         counts["num_accepted_steps"] += advance.astype(jnp.int32)
         counts["num_rejected_steps"] += (~advance).astype(jnp.int32)
         t_new = jnp.where(advance, tb, ta)
-        y_new = jnp.where(advance, yb, ya)
+        y_new = jnp.where(advance, yc, ya)
+
+        def dense_output(t):
+            # the frozen dense output plus the first-order kink correction Σ_k Δp_k (t − τ_k)⁺ ∂F/∂p_k
+            c = jnp.where(crossing, jnp.where(pattern, -1.0, 1.0) * jnp.maximum(t - tau_k, 0.0), 0.0)
+            _, correction = jax.jvp(lambda q: piece_field(t, ya, (q, geo)), (piece[0],), (c,))
+            return jnp.where(t >= tb, yc, interp.evaluate(t) + correction)
 
         def save_cond(c):
             i, _ = c
@@ -441,23 +584,26 @@ def integrate(
 
         def save_body(c):
             i, saved = c
-            rec = record(interp.evaluate(ts[i]))
+            rec = record(dense_output(ts[i]))
             return i + 1, jax.tree.map(lambda buf, r: buf.at[i].set(r), saved, rec)
 
         save_index, saved = jax.lax.while_loop(save_cond, save_body, (state.save_index, state.saved))
 
         # the kink is no error of the smooth piece: the step proposed before the cut is kept
         dt_next = jnp.where(at_pending, jnp.maximum(dt_next, state.pending_dt), dt_next)
-        blew_up = advance & (~jnp.all(jnp.isfinite(yb)) | (jnp.max(jnp.abs(yb)) > threshold))
+        blew_up = advance & (~jnp.all(jnp.isfinite(yc)) | (jnp.max(jnp.abs(yc)) > threshold))
         collapsed = ~handle & ~retake & (dt_next < dtmin)
         reached_end = advance & (tb >= t1) & ~is_user
         out_of_steps = counts["num_steps"] >= max_steps
         code = jnp.where(reached_end, _status.SUCCESS, _status.MAX_STEPS)
         code = jnp.where(is_user, _status.EVENT, code)
         code = jnp.where(blew_up | collapsed, _status.NONFINITE, code)
-        # a rejected step keeps the first-same-as-last evaluation of the step's start
+        # a rejected step keeps the first-same-as-last evaluation of the step's start; a step
+        # over kinks starts the next one from the field of the new pattern
         solver_state = jax.tree.map(
-            lambda new, old: jnp.where(advance, new, old), solver_state, state.solver_state
+            lambda new, old: jnp.where(advance, new, old),
+            jax.lax.cond(any_crossing, lambda: restarted(solver_state, f_new), lambda: solver_state),
+            state.solver_state,
         )
         return _State(
             t=t_new,
