@@ -1,4 +1,4 @@
-"""Kumar & Haupt (arXiv 2402.09226, 2403.08121, 2502.15952) experiments C1, C2, C4: verdicts and figures.
+"""Kumar & Haupt (arXiv 2402.09226, 2403.08121, 2502.15952) experiments C1–C4: verdicts and figures.
 
     python experiments/kumar_haupt.py [--quick] [--out results/kumar_haupt]
 

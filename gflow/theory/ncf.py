@@ -107,6 +107,31 @@ def spherical_flow(N, u0, *, t1=1e4, tol=1e-8, rtol=1e-10):
     return u, float(kkt_residual(N, u)), float(traj.t_final)
 
 
+def leading_order(N, u0, radius, *, t1=1e4, rtol=1e-10):
+    """φ where ‖φ‖ first reaches `radius` under φ̇ = ∇N(φ), φ(0) = u0: the leading-order flow of
+    w(t) ≈ δ·φ(δ^{L−2}t), so the weights at ‖w‖ = ρ are predicted to point along φ at
+    radius ρ/δ (for L = 2 the map u0 ↦ φ commutes with scaling: it is the flow of −N itself from
+    δ·u0 stopped at ρ). Integrated with `gflow.simulate` as the gradient flow of −N."""
+    objective, event = _ncf_ascent(N)
+    traj = simulate(objective, u0, t1, rtol=rtol, event=event, args=jnp.asarray(float(radius)),
+                    max_steps=1_000_000, save_params=False)
+    if str(traj.status) != "event":
+        raise ValueError(f"‖φ‖ did not reach {radius} by t1 = {t1} (status {traj.status}): "
+                         "raise t1, or check that N grows along the flow (N* > 0)")
+    return traj.final_params
+
+
+@functools.cache
+def _ncf_ascent(N):
+    def objective(u, radius):
+        return -N(u)
+
+    def event(u, radius):
+        return jnp.linalg.norm(ravel_pytree(u)[0]) - radius
+
+    return objective, event
+
+
 @functools.cache
 def _sphere_problem(N, tol):
     # cached per NCF so that repeated ascents from different starts share one compiled solve
