@@ -226,7 +226,7 @@ def c3_sparsity(deltas, width=20, seed=0, rho=0.1, small=0.05, delta_ref=1e-6, p
         in_z = norms < small * norms.max()
         pruned = jax.tree.map(lambda x: jnp.where(in_z.reshape((-1,) + (1,) * (x.ndim - 1)), 0.0, x),
                               esc.final_params)
-        l_pruned = float(through(model, pruned, X, y, 1e3).final_loss)
+        l_pruned = float(through(model, pruned, X, y, 20.0).final_loss)
         t_esc = float(esc.t_event)
         leave = through(model, jax.tree.map(lambda x: delta * x, u0), X, y, 20 * t_esc,
                         level=(1 - plateau_tol) * l_ref, num_saves=1000,
