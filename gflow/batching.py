@@ -337,13 +337,13 @@ def _pool(
         lo, hi, dense_info = interp
         return solver.interpolation_cls(t0=lo, t1=hi, **dense_info).evaluate(t)
 
-    def pending_save(lane, keep, interp):
+    def pending_save(lane, keep, t_end):
         k = jnp.minimum(lane.save_index, num_saves - 1)
-        return keep & (lane.save_index < num_saves) & (ts[k] <= interp[1])
+        return keep & (lane.save_index < num_saves) & (ts[k] <= t_end)
 
     def save_one(lane, keep, interp, a):
         k = jnp.minimum(lane.save_index, num_saves - 1)
-        do = pending_save(lane, keep, interp)
+        do = pending_save(lane, keep, interp[1])
         values = record(evaluate(interp, ts[k]), a)
         saved = jax.tree.map(
             lambda buf, v: jnp.where(do, buf.at[k].set(v), buf), lane.saved, values
@@ -368,7 +368,7 @@ def _pool(
         stacked stage-first, so their lane axis is 1."""
         return (0, 0, {key: 1 if key == "k" else 0 for key in interp[2]})
 
-    vpending = jax.vmap(pending_save, in_axes=(0, 0, (0, 0, None)))
+    vpending = jax.vmap(pending_save)
 
     def vsave(lane, keep, interp, a):
         return jax.vmap(save_one, in_axes=(0, 0, lanes_of(interp), axis))(lane, keep, interp, a)
@@ -413,7 +413,7 @@ def _pool(
         keep = keep & active
 
         pool = jax.lax.while_loop(
-            lambda p: jnp.any(vpending(p, keep, interp[:2] + (None,))),
+            lambda p: jnp.any(vpending(p, keep, interp[1])),
             lambda p: vsave(p, keep, interp, pool_args),
             pool,
         )
