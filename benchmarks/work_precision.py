@@ -317,7 +317,10 @@ def cost_at_accuracy(rows, method, target=TARGET, error="loss_error", cost="wall
         return None, "target not reached"
     e1, c1 = pts[1]
     slope = math.log(c0 / c1) / math.log(e0 / e1)
-    return c0 * (target / e0) ** slope, "extrapolated"
+    log_cost = math.log(c0) + slope * math.log(target / e0)
+    if log_cost > math.log(1e12):  # a solver whose error barely falls (naive diffrax): no estimate
+        return None, "target not reached"
+    return math.exp(log_cost), "extrapolated"
 
 
 def speedups(rows, target=TARGET):
