@@ -146,7 +146,7 @@ def build_lanes(cfg, specs):
         params.append(models.init_two_layer(jax.random.PRNGKey(s["seed"]), s["n"] + 1, cfg.width, s["eps"]))
         lanes.append(dict(X=X, y=y, logistic=bool(s.get("logistic", False)),
                           scale=1.0 / s["n"] if s.get("mean") else 1.0, delta=cfg.delta))
-    stack = lambda *xs: np.stack([np.asarray(x) for x in xs])  # noqa: E731
+    stack = lambda *xs: np.stack([np.asarray(x) for x in xs])
     return jax.tree.map(stack, *params), jax.tree.map(stack, *lanes)
 
 
