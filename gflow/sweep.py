@@ -14,7 +14,6 @@ become one matmul. Rerunning an interrupted sweep skips the chunks already writt
 """
 
 import contextlib
-import shutil
 import dataclasses
 import functools
 import hashlib
@@ -23,6 +22,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import time
 import tomllib
 from collections.abc import Callable, Mapping

@@ -12,7 +12,8 @@ exponential or 2·logistic loss, on equiangular data of separation exactly μ (`
 The synthetic grid points of one data size n are solved by the continuous-batching pool
 `gflow.batching.solve_batch` (the data, loss, scale and phase are per-point `args`, so each n
 compiles once). A point runs in phases that continue from the previous one's final state: to
-t_align (alignment event), to t_esc (loss ≤ L(0)/2), then free to `t_late`. See docs/alignment.md for the measured verdict.
+t_align (alignment event), to t_esc (loss ≤ L(0)/2), then free to `t_late`. See
+docs/alignment.md for the measured verdict.
 Writes `results.nc` (one netCDF group per experiment), `verdict.json`, `verdict.md` and figures.
 """
 

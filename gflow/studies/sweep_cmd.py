@@ -1,8 +1,9 @@
 """`gflow sweep CONFIG.toml --out DIR`: run a grid of gradient flows (see `gflow.sweep`).
 
 Shows a progress bar (points done, failures, ETA) and a one-line summary; the dataset goes to
-`DIR/results.nc` (or `DIR/results.zarr` with `--format zarr`). Rerunning the same command resumes an interrupted sweep. The exit code is
-non-zero only when the sweep could not run (bad config: 2); a failed trajectory is a result.
+`DIR/results.nc` (or `DIR/results.zarr` with `--format zarr`). Rerunning the same command
+resumes an interrupted sweep. The exit code is non-zero only when the sweep could not run (bad
+config: 2); a failed trajectory is a result.
 """
 
 from pathlib import Path
