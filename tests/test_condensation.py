@@ -86,7 +86,7 @@ def test_quick_mode_smoke(tmp_path):
     assert json.loads((tmp_path / "verdicts.json").read_text()) == json.loads(json.dumps(verdicts, default=str))
     for name in ("verdicts.md", "heatmaps_D1.png", "heatmaps_D2.png", "counts_D3.png", "directions_D1.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert {v["experiment"] for v in verdicts} == {"D1", "D2", "D3"}
+    assert {v["experiment"] for v in verdicts} == {"D1", "D2", "D3", "D1-Adam"}
     # T_stop is the loss rule of §D, the later stops where R_S/R_S(0) reaches 0.9 and 0.5:
     # recompute R_S with the numpy forward pass at the returned weights.
     X, y = study.fig5_data()
@@ -105,6 +105,31 @@ def test_quick_mode_smoke(tmp_path):
     cos = np.abs(r["W"] @ g) / np.linalg.norm(r["W"], axis=1)
     np.testing.assert_allclose(study.alignment(r, "tanh", X), cos, rtol=1e-12)
     assert np.median(cos) > 0.999
+
+
+def test_adam_stage_first_step_against_finite_differences():
+    # Adam's first step is −lr·m̂/(√v̂ + ε) with m̂ = g, v̂ = g² (bias-corrected), ε = 1e−8:
+    # ≈ −lr·sign(g). g comes from central finite differences of a numpy R_S.
+    import jax
+
+    X, y = study.fig5_data()
+    width, lr, sigma0 = 4, 5e-4, 5e-3
+    params0 = models.init_two_layer_bias(jax.random.PRNGKey(3), 1, width, sigma0)
+    theta0 = np.concatenate([np.asarray(params0["W"]).ravel(), np.asarray(params0["a"])])
+    Xt = np.hstack([X, np.ones_like(X)])
+
+    def risk(theta):
+        W, a = theta[: 2 * width].reshape(width, 2), theta[2 * width :]
+        return 0.5 * np.mean((np.tanh(Xt @ W.T) @ a - y) ** 2)
+
+    eye = np.eye(theta0.size) * 1e-7
+    g = np.array([(risk(theta0 + e) - risk(theta0 - e)) / 2e-7 for e in eye])
+    loss_stop, after_one = study.adam_stage(X, y, "tanh", width, 3, lr=lr, epochs=(1,), sigma0=sigma0)
+    assert (loss_stop["t_stop"], after_one["t_stop"]) == (1, 1)
+    theta1 = np.concatenate([after_one["W"].ravel(), after_one["a"]])
+    np.testing.assert_allclose(theta1 - theta0, -lr * g / (np.abs(g) + 1e-8), rtol=1e-6)
+    assert after_one["risk"] == pytest.approx(risk(theta1) / risk(theta0), rel=1e-10)
+    np.testing.assert_allclose(after_one["residual"], np.tanh(Xt @ np.asarray(params0["W"]).T) @ np.asarray(params0["a"]) - y, rtol=1e-12)
 
 
 def test_bias_and_residual_nets_against_numpy():

@@ -67,7 +67,7 @@ def test_objective_gradient_is_the_rescaled_hinge_flow():
     N, d, M, alpha, h, tau = 30, 5, 7, 2.0, 1.0, 1e-3
     X, y = study.teacher_data(N, d, 0)
     params = models.init_mean_field(jax.random.PRNGKey(0), d, M)
-    args = {k: jnp.asarray(v) for k, v in dict(X=X, y=y, alpha=alpha, h=h, tau=tau).items()}
+    args = {k: jnp.asarray(v) for k, v in {"X": X, "y": y, "alpha": alpha, "h": h, "tau": tau}.items()}
     grad = jax.grad(study._objective)(params, args)
     W, a = np.asarray(params["W"]), np.asarray(params["a"])
     pre = X @ W.T / np.sqrt(d)
@@ -121,3 +121,34 @@ def test_finite_m_band_against_sampled_node_populations():
     xs, sx = pb.satisfaction_band(np.array([q]), np.array([gamma]), np.array([spread]), d)
     assert np.mean(roots) == pytest.approx(float(xs[0]), abs=3 * np.std(roots) / np.sqrt(draws))
     assert np.std(roots) == pytest.approx(float(sx[0]), rel=0.1)
+
+
+def test_at_fraction_interpolates_in_log_time():
+    # fraction = 1 − 0.2 ln t is linear in ln t: it crosses 0.1 at ln t = 4.5 exactly, where the
+    # series 3 ln t is 13.5; a fraction that never gets there gives nan.
+    t = np.exp(np.linspace(0.0, 6.0, 13))
+    t_cross, value = study.at_fraction(t, 1 - 0.2 * np.log(t), 3 * np.log(t))
+    assert (t_cross, value) == (pytest.approx(np.exp(4.5), rel=1e-12), pytest.approx(13.5, rel=1e-12))
+    assert np.isnan(study.at_fraction(t, np.full_like(t, 0.5), t)).all()
+
+
+def test_mirrored_network_starts_at_zero_and_follows_its_gradient():
+    # symmetric=True: nodes (a, w) and (−a, w), so f ≡ 0 at t = 0 (to rounding; RD zero); at a
+    # short time t the flow has moved (a, w) by t·(ȧ, ẇ) from the explicit §E formulas with
+    # u = 1 (f(0) = 0 < h), computed in numpy: the margins there agree to O(t).
+    N, d, M, alpha, t = 40, 5, 6, 3.0, 1e-4
+    net = study.network_flow(N, d, M, t, alpha=alpha, rtol=1e-10, num_saves=2, n_test=10, symmetric=True)
+    a0, W0 = net["a0"], net["W0"]
+    np.testing.assert_array_equal(a0[: M // 2], -a0[M // 2 :])
+    np.testing.assert_array_equal(W0[: M // 2], W0[M // 2 :])
+    assert np.abs(net["margin"][0]).max() < 1e-15 and net["rd"][0] == 0 and net["train_fraction"][0] == 1
+    X, y = study.teacher_data(N, d, 0)
+    pre = X @ W0.T / np.sqrt(d)
+    u = 1 / (1 + np.exp(-1.0 / 1e-3))
+    a_dot = (u * y) @ np.maximum(pre, 0) / (alpha * N)
+    w_dot = a0[:, None] * ((u * y)[:, None] * (pre > 0)).T @ X / (alpha * N * np.sqrt(d))
+    a1, W1 = a0 + t * a_dot, W0 + t * w_dot
+    f1 = alpha * np.mean(a1 * np.maximum(X @ W1.T / np.sqrt(d), 0), axis=1)
+    np.testing.assert_allclose(net["margin"][-1], y * f1, rtol=1e-3)
+    with pytest.raises(ValueError, match="M must be even"):
+        study.network_flow(N, d, 5, 1.0, symmetric=True)

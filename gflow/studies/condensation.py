@@ -9,6 +9,9 @@ gradient flows, with the automatic orientation count of `gflow.condensation`.
   reported only.
 - D3: after the stopping time the count K(t) does not fall as the loss falls.
 - D4 (the residual net of Fig. 3): lines per layer 3, 2, 1, 1, 1 (the multiplicities).
+- D1-Adam, a labelled cross-check and not a gradient flow: D1 trained by full-batch Adam with the
+  paper's settings (`adam_stage`), to show whether the paper's optimiser gives the 2p
+  orientations that the gradient flow does not.
 
 The "initial stage" ends at T_stop, the first time R_S ≤ 0.99·R_S(0); the norm cap
 max_j ‖w_j‖ = 30·σ0·√(d+1) is only the fallback for a flow that never gets there (science_B §D
@@ -142,6 +145,45 @@ def initial_stage(X, y, activation, width, seed, rtol=1e-6, t1=1e9, later=(), si
     }
 
 
+def adam_stage(X, y, activation, width, seed, lr=5e-4, epochs=(200, 1000), sigma0=5e-3):
+    """A cross-check, NOT gradient flow: full-batch optax Adam, the paper's optimiser, on R_S
+    from N(0, σ0²) parameters with the paper's Figs. 5–6 settings (σ0 = 0.005, learning rate
+    5e−4, one step per epoch). Returns one dict per stop, shaped like `initial_stage`'s: first
+    the §D loss rule (the first epoch with R_S ≤ 0.99·R_S(0), at most max(epochs)), then each
+    epoch count in `epochs` (increasing); W, a, "t_stop" = the epoch, "stop_rule", R_S/R_S(0)
+    ("risk") and "residual" = the residual e = f − y at INITIALISATION, the e of the
+    initial-stage theory (Adam leaves the initial stage long before epoch 200: for tanh the
+    linear part is fitted by then and −Σ e_i x̃_i of the current residual is ≈ 0)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from .. import models
+
+    params = models.init_two_layer_bias(jax.random.PRNGKey(seed), X.shape[1], width, sigma0)
+    args = {"X": jnp.asarray(X), "y": jnp.asarray(y), "activation": jnp.asarray(ACTIVATIONS.index(activation))}
+    optimiser = optax.adam(lr)
+    risk0 = _risk(params, args)
+    residual0 = np.asarray(models.two_layer_bias(params, X, activation)) - y
+
+    def step(carry):
+        params, state, epoch = carry
+        updates, state = optimiser.update(jax.grad(_risk)(params, args), state)
+        return optax.apply_updates(params, updates), state, epoch + 1
+
+    @jax.jit
+    def until(carry, last, risk_stop):
+        return jax.lax.while_loop(lambda c: (c[2] < last) & (_risk(c[0], args) > risk_stop), step, carry)
+
+    carry, out = (params, optimiser.init(params), jnp.asarray(0)), []
+    for rule, last, risk_stop in [("loss", max(epochs), 0.99 * risk0)] + [("epochs", e, -1.0) for e in epochs]:
+        carry = until(carry, last, risk_stop)
+        params, epoch = carry[0], int(carry[2])
+        out.append({"W": np.asarray(params["W"]), "a": np.asarray(params["a"]), "residual": residual0, "t_stop": epoch, "stop_rule": rule,
+                    "status": "adam", "num_steps": epoch, "risk": float(_risk(params, args) / risk0)})
+    return out
+
+
 def alignment(result, activation, X):
     """cos(ŵ_j, nearest predicted orientation for the sign of a_j) for every neuron j, with no
     norm cut: the direction statistics of all neurons, not only the active set (nan where the
@@ -206,6 +248,42 @@ def run_d1(seeds, width, rtol, activations=("tanh", "xtanh", "x2tanh")):
             verdict("D1", f"{act}: all neurons, no norm cut: median cos(ŵ_j, predicted) per seed", medians, "cos = 1", "report", True),
         ]
     return verdicts, records, maps, directions
+
+
+def run_d1_adam(seeds, width, activations=("tanh", "xtanh", "x2tanh"), epochs=(200, 1000)):
+    """D1 again with full-batch Adam (`adam_stage`, the paper's optimiser and settings) instead of
+    gradient flow: a labelled cross-check of whether Adam gives the 2p orientations that the
+    gradient flow does not, with D1's criteria at the §D loss rule and at each epoch count
+    (centroids against the initial-stage directions, from the residual at initialisation).
+    Returns (verdicts, records)."""
+    from .. import condensation as cond
+    from ..theory import zhou2022
+
+    X, y = fig5_data()
+    verdicts, records = [], []
+    for act in activations:
+        p = zhou2022.multiplicity(act)
+        runs = {seed: adam_stage(X, y, act, width, seed, epochs=epochs) for seed in seeds}
+        for k in range(len(epochs) + 1):
+            lines, orientations, matches, stops, risks = [], [], [], [], []
+            for seed, stages in runs.items():
+                r = stages[k]
+                c = cond.condensation(r["W"])
+                lines.append(c.num_lines)
+                orientations.append(c.num_orientations)
+                matches.append(_centroid_match(r, c, act, X))
+                stops.append(r["t_stop"])
+                risks.append(r["risk"])
+                records.append(_record("D1-Adam", act, seed, r, c, alignment(r, act, X), risk=r["risk"]))
+            at = "R_S ≤ 0.99 R_S(0)" if k == 0 else "epoch"
+            label = f"Adam cross-check, lr 5e−4, {at} {min(stops)}–{max(stops)}, R_S/R_S(0) {min(risks):.3f}–{max(risks):.3f}"
+            share = np.mean(np.asarray(lines) == p)
+            verdicts += [
+                verdict("D1-Adam", f"{act} ({label}): K_line = p in ≥ 80% of seeds", f"{share:.0%} of {len(runs)} (K_line {lines}, K {orientations})", f"K_line = {p}", "≥ 80% of seeds", share >= 0.8),
+                verdict("D1-Adam", f"{act} ({label}): K ≤ 2p in every seed", max(orientations), f"≤ {2 * p}", "all seeds", max(orientations) <= 2 * p),
+                verdict("D1-Adam", f"{act} ({label}): centroids on the initial-stage directions", round(min(matches), 4), "cos = 1", "cos ≥ 0.98", min(matches) >= 0.98),
+            ]
+    return verdicts, records
 
 
 def run_d1_init(seeds, width, rtol, activations=("xtanh", "x2tanh"), inits=((2e-4, 1.0), (1e-3, 1.0), (5e-3, 1.0), (1e-3, 10.0), (1e-3, 0.1))):
@@ -467,8 +545,9 @@ def _plot_d3(curves, path):
 
 
 def run(out: Path, quick=False, rtol=1e-6) -> list:
-    """D1–D4. Quick mode: fewer seeds, activations and a narrower net, no D4, and D2's target
-    on 40 points in d = 1 (the shapes of D1), so that one compiled solve serves the whole run."""
+    """D1–D4 and the D1-Adam cross-check. Quick mode: fewer seeds, activations and a narrower
+    net, no D4, D1-Adam for x²·tanh only, and D2's target on 40 points in d = 1 (the shapes of
+    D1), so that one compiled solve serves the whole run."""
     start = time.perf_counter()
     if quick:
         d1 = run_d1(range(2), 50, rtol)
@@ -481,8 +560,9 @@ def run(out: Path, quick=False, rtol=1e-6) -> list:
         d3 = run_d3(0, 100, rtol)
         d4 = run_d4(range(3), rtol)
     init = run_d1_init(range(3), 100, rtol) if not quick else ([], [])
-    verdicts = d1[0] + init[0] + d2[0] + d3[0] + d4[0]
-    summary = {"quick": quick, "rtol": rtol, "wall_seconds": time.perf_counter() - start, "runs": d1[1] + init[1] + d2[1] + d4[1], "d3": d3[1]}
+    adam = run_d1_adam(range(2), 50, activations=("x2tanh",)) if quick else run_d1_adam(range(10), 100)
+    verdicts = d1[0] + init[0] + d2[0] + d3[0] + d4[0] + adam[0]
+    summary = {"quick": quick, "rtol": rtol, "wall_seconds": time.perf_counter() - start, "runs": d1[1] + init[1] + d2[1] + d4[1] + adam[1], "d3": d3[1]}
     verdicts_io.write(out, verdicts, summary)
     _plot_maps(d1[2], out / "heatmaps_D1.png", "D1 (d = 1, Fig. 5 data): cosine similarity at T_stop")
     _plot_maps(d2[2], out / "heatmaps_D2.png", "D2 (d = 5, Fig. 2 data): cosine similarity at T_stop")

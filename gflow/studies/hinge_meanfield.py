@@ -30,6 +30,8 @@ from . import verdicts as verdicts_io
 from .verdicts import verdict
 
 E2_D = 100  # the closure experiments use the paper's d = 100
+FINITE_SIZES = ((1000, 100), (4000, 100), (16_000, 100), (16_000, 50), (16_000, 200), (16_000, 400))  # (N, M)
+E3_NET_ALPHAS = (1.0,) + tuple(float(np.sqrt(20)) * 10 ** np.arange(0, 2, 0.5))  # κ = α/√20 ≈ 0.22, 1, 3.2, 10, 32
 
 
 def _objective(params, args):
@@ -86,8 +88,12 @@ def teacher_data(N, d, seed):
     return X, np.where(X[:, 0] > 0, 1.0, -1.0)
 
 
-def network_flow(N, d, M, t1, *, alpha=1.0, h=1.0, tau=1e-3, seed=0, rtol=1e-6, num_saves=60, n_test=4000):
-    """Gradient flow of the mean-field network; returns numpy arrays over save times: "t",
+def network_flow(N, d, M, t1, *, alpha=1.0, h=1.0, tau=1e-3, seed=0, rtol=1e-6, num_saves=60, n_test=4000, symmetric=False, dtype=None):
+    """Gradient flow of the mean-field network; `symmetric=True` draws M/2 nodes and adds their
+    mirrors (a, w) → (−a, w), so that f ≡ 0 at t = 0 (the initial finite-M noise of f, sd ∝ α/√M,
+    would otherwise exceed h on the lazy side); the mirrored sample is still a sample of the
+    closure's (a₀, w₀) law. `dtype` casts data and parameters (e.g. float32). Returns numpy
+    arrays over save times: "t",
     "gamma_nodes" (T, M) (nan for nodes with |a + w∥|(0) ≤ 0.5), "train_fraction",
     "test_fraction", "test_error", "dw_perp_max", "rd", "cos", "margin" (T, N) = y_μ f(x_μ) on
     the training set, plus "status", "num_steps" and the data and initial nodes "X", "a0",
@@ -99,8 +105,13 @@ def network_flow(N, d, M, t1, *, alpha=1.0, h=1.0, tau=1e-3, seed=0, rtol=1e-6, 
 
     X, y = teacher_data(N, d, seed)
     X_test, y_test = teacher_data(n_test, d, seed + 10_000)
-    params = models.init_mean_field(jax.random.PRNGKey(seed), d, M)
-    args = {k: jnp.asarray(v) for k, v in dict(X=X, y=y, X_test=X_test, y_test=y_test, alpha=alpha, h=h, tau=tau).items()}
+    if symmetric and M % 2:
+        raise ValueError(f"symmetric=True pairs every node with its mirror: M must be even, got {M}")
+    params = models.init_mean_field(jax.random.PRNGKey(seed), d, M // 2 if symmetric else M)
+    if symmetric:
+        params = {"W": jnp.concatenate([params["W"], params["W"]]), "a": jnp.concatenate([params["a"], -params["a"]])}
+    params = jax.tree_util.tree_map(lambda v: v.astype(dtype or v.dtype), params)
+    args = {k: jnp.asarray(v, dtype=dtype) for k, v in {"X": X, "y": y, "X_test": X_test, "y_test": y_test, "alpha": alpha, "h": h, "tau": tau}.items()}
     args["W0"] = params["W"]
     ts = np.concatenate([[0.0], np.logspace(-1, np.log10(t1), num_saves - 1)[:-1], [t1]])
     traj = simulate(_objective, params, t1, saveat=ts, rtol=rtol, observables=_OBSERVABLES, args=args, save_params=False, max_steps=200_000)
@@ -175,6 +186,19 @@ def _rel(a, b):
     return float(np.max(np.abs(np.asarray(a) / np.asarray(b) - 1)))
 
 
+def e1_metrics(net, closure_gamma):
+    """E1's three readings while ≥ 30% of the training examples are unsatisfied (t ≥ 1): the
+    largest spread sd/mean of γ_i over nodes, the largest relative distance of the node-mean γ
+    to the closure, and the largest ‖Δw⊥i‖/‖w⊥i(0)‖; also the window mask and the node mean."""
+    window = (net["train_fraction"] >= 0.3) & (net["t"] >= 1.0)
+    g_mean = np.nanmean(net["gamma_nodes"], axis=1)
+    g_std = np.nanstd(net["gamma_nodes"], axis=1)
+    spread = float(np.max(g_std[window] / g_mean[window]))
+    dist = _rel(g_mean[window], closure_gamma[window])
+    dperp = float(np.max(net["dw_perp_max"][window]))
+    return spread, dist, dperp, window, g_mean
+
+
 def run_e1(N, d, M, t1, taus, rtol):
     """E1 and the τ-convergence study; returns (verdicts, network runs by τ, closure)."""
     from ..theory import pellegrini2020 as pb
@@ -182,12 +206,7 @@ def run_e1(N, d, M, t1, taus, rtol):
     runs = {tau: network_flow(N, d, M, t1, tau=tau, rtol=rtol) for tau in taus}
     net = runs[min(taus)]
     theory = {k: np.asarray(v) for k, v in pb.closure(net["t"], d).items()}
-    window = (net["train_fraction"] >= 0.3) & (net["t"] >= 1.0)
-    g_mean = np.nanmean(net["gamma_nodes"], axis=1)
-    g_std = np.nanstd(net["gamma_nodes"], axis=1)
-    spread = float(np.max(g_std[window] / g_mean[window]))
-    dist = _rel(g_mean[window], theory["gamma"][window])
-    dperp = float(np.max(net["dw_perp_max"][window]))
+    spread, dist, dperp, window, g_mean = e1_metrics(net, theory["gamma"])
     verdicts = [
         verdict("E1", "spread of γ_i over nodes while frac ≥ 0.3", round(spread, 4), 0, "≤ 5% of the mean", spread <= 0.05),
         verdict("E1", "mean γ_i vs closure γ(t) while frac ≥ 0.3", round(dist, 4), 0, "≤ 5% relative", dist <= 0.05),
@@ -200,6 +219,37 @@ def run_e1(N, d, M, t1, taus, rtol):
         gap = diffs[0]
         verdicts.append(verdict("E1", f"τ-independence: max |γ(τ={ordered[1]:g}) − γ(τ={ordered[0]:g})| while frac ≥ 0.3 (larger τ: {dict(zip(ordered[1:], np.round(diffs, 5).tolist()))})", round(gap, 5), 0, "≤ 1% of γ", gap <= 0.01 * float(np.max(g_mean[window]))))
     return verdicts, runs, theory
+
+
+def run_finite_size(sizes, d, t1, rtol=1e-3, tau=1e-3):
+    """Are E1's and E4's misses finite-size effects? For each (N, M): E1's three readings and
+    E4's band share (the same code as E1/E4). Verdicts: at the smallest M, the γ_i spread and
+    the w⊥ drift fall as N grows (a finite-N effect must vanish as N → ∞); at the largest N, the
+    band share at every M is 68% ± 10%."""
+    from ..theory import pellegrini2020 as pb
+
+    rows = []
+    for N, M in sizes:
+        net = network_flow(N, d, M, t1, tau=tau, rtol=rtol)
+        theory = {k: np.asarray(v) for k, v in pb.closure(net["t"], d).items()}
+        spread, dist, dperp, _, _ = e1_metrics(net, theory["gamma"])
+        until = departure_time(net, theory["fraction"])
+        share, count = band_share(net, theory["gamma"], d, until=until)
+        departure = float(np.interp(until, net["t"], theory["fraction"]))
+        rows.append({"N": N, "M": M, "spread": spread, "dist": dist, "dperp": dperp, "band_share": share, "band_examples": count, "departure_fraction": departure, "num_steps": net["num_steps"], "status": net["status"]})
+    verdicts = []
+    m0 = min(M for _, M in sizes)
+    by_n = sorted((r for r in rows if r["M"] == m0), key=lambda r: r["N"])
+    if len(by_n) > 1:
+        Ns = [r["N"] for r in by_n]
+        for key, name, target in (("spread", "spread of γ_i over nodes", "≤ 5%"), ("dperp", "w⊥ drift max ‖Δw⊥i‖/‖w⊥i(0)‖", "≤ 0.1")):
+            values = [r[key] for r in by_n]
+            slope = float(np.polyfit(np.log(Ns), np.log(values), 1)[0])
+            verdicts.append(verdict("E1", f"finite N (M = {m0}, d = {d}): {name} while frac ≥ 0.3 at N = {Ns} (log-log slope {slope:.2f}; E1's target {target})", np.round(values, 4).tolist(), "falls with N", "monotone", bool(np.all(np.diff(values) < 0))))
+    n_max = max(N for N, _ in sizes)
+    for r in sorted((r for r in rows if r["N"] == n_max), key=lambda r: r["M"]):
+        verdicts.append(verdict("E4", f"finite M = {r['M']} (N = {n_max}, d = {d}): share satisfied inside x*(t) ± s, {r['band_examples']} examples before departure", round(r["band_share"], 3), 0.68, "± 0.10", abs(r["band_share"] - 0.68) <= 0.1))
+    return verdicts, rows
 
 
 def run_e2(d, t1=1e5, rtol=1e-8):
@@ -223,28 +273,79 @@ def run_e2(d, t1=1e5, rtol=1e-8):
     return verdicts, c
 
 
+def at_fraction(t, fraction, *series, level=0.1):
+    """Each series at the first crossing of `fraction` ≤ level, interpolated linearly in ln t
+    between saves; returns (t there, *series there), all nan if the fraction never gets there."""
+    k = int(np.argmax(fraction <= level))
+    if fraction[k] > level or k == 0:
+        return (float("nan"),) * (len(series) + 1)
+    w = (fraction[k - 1] - level) / (fraction[k - 1] - fraction[k])
+    lerp = lambda x: float(x[k - 1] + w * (x[k] - x[k - 1]))
+    return (float(np.exp(lerp(np.log(np.maximum(t, 1e-300))))),) + tuple(lerp(x) for x in series)
+
+
+def _closure_at_90(d, alpha, rtol=1e-8):
+    from ..theory import pellegrini2020 as pb
+
+    ts = np.concatenate([[0.0], np.logspace(-2, 5, 141)])
+    c = {k: np.asarray(v) for k, v in pb.closure(ts, d, alpha=alpha, rtol=rtol).items()}
+    t90, gamma90, rd90, cos90 = at_fraction(ts, c["fraction"], c["gamma"], c["rd"], c["cos"])
+    return {"alpha": alpha, "kappa": float(pb.laziness(d, alpha)), "gamma90": gamma90, "rd90": rd90, "cos90": cos90, "t90": t90}
+
+
+def _lazy_constancy(rows, kappa_min, rd="rd90"):
+    lazy = [r[rd] * r["alpha"] for r in rows if r["kappa"] >= kappa_min and np.isfinite(r[rd])]
+    return lazy, float(np.ptp(lazy) / np.mean(lazy)) if len(lazy) > 1 else float("nan")
+
+
 def run_e3(d, alphas, rtol=1e-8):
     """E3 (closure): RD and mean |cos(w, ŵ*)| at 90% satisfied for each α; RD·α on the lazy side."""
     from ..theory import pellegrini2020 as pb
 
-    rows = []
-    for alpha in alphas:
-        ts = np.concatenate([[0.0], np.logspace(-2, 5, 141)])
-        c = {k: np.asarray(v) for k, v in pb.closure(ts, d, alpha=alpha, rtol=rtol).items()}
-        k = int(np.argmax(c["fraction"] <= 0.1))
-        if c["fraction"][k] > 0.1:
-            continue
-        # Interpolate in ln t to the crossing of 10% unsatisfied.
-        w = (c["fraction"][k - 1] - 0.1) / (c["fraction"][k - 1] - c["fraction"][k])
-        lerp = lambda x: float(x[k - 1] + w * (x[k] - x[k - 1]))  # noqa: E731
-        rows.append({"alpha": alpha, "kappa": pb.laziness(d, alpha), "gamma90": lerp(c["gamma"]), "rd90": lerp(c["rd"]), "cos90": lerp(c["cos"]), "t90": float(np.exp(lerp(np.log(np.maximum(ts, 1e-300)))))})
-    lazy = [r["rd90"] * r["alpha"] for r in rows if r["alpha"] >= 30]
-    spread = float(np.ptp(lazy) / np.mean(lazy)) if len(lazy) > 1 else float("nan")
+    rows = [r for r in (_closure_at_90(d, alpha, rtol) for alpha in alphas) if np.isfinite(r["t90"])]
+    lazy, spread = _lazy_constancy(rows, pb.laziness(d, 30))
     kappa_gamma = [r["gamma90"] * r["kappa"] for r in rows if r["alpha"] >= 30]
     verdicts = [
         verdict("E3", f"lazy side (α ≥ 30, κ = α/(h√d) ≥ {pb.laziness(d, 30):g}): RD·α at 90% satisfied constant", np.round(lazy, 4).tolist(), "constant", "spread ≤ 20%", spread <= 0.2),
         verdict("E3", "lazy side: γ₉₀·κ (science_B: ≈ 8)", np.round(kappa_gamma, 3).tolist(), 8, "report", True),
     ]
+    return verdicts, rows
+
+
+def run_e3_network(N, d, M, alphas, rtol=1e-3, seed=0, num_saves=80, n_test=10_000, check_rtol=True):
+    """E3, network side: the finite network (mirrored initialisation, so f ≡ 0 at t = 0) at each
+    α against the closure at 90% satisfied: RD and mean |cos(w_i, ŵ*)| within 10%, read where
+    the network's *training* fraction first reaches 0.1 (and, reported, where its test fraction
+    does: the population fraction the infinite-N closure describes); RD·α constant for κ ≥ 3.
+    rtol is loose (the quantities are averages over N·M terms); with `check_rtol` the flow at the
+    first α is repeated at rtol/2 and the 90% readings must not move by more than 1%."""
+    rows, verdicts = [], []
+
+    def flow(alpha, tol, t1):
+        net = network_flow(N, d, M, t1, alpha=alpha, rtol=tol, seed=seed, num_saves=num_saves, n_test=n_test, symmetric=True)
+        gamma = np.nanmean(net["gamma_nodes"], axis=1)
+        return net, {
+            split: dict(zip(("t90", "gamma90", "rd90", "cos90"), at_fraction(net["t"], net[f"{split}_fraction"], gamma, net["rd"], net["cos"])))
+            for split in ("train", "test")
+        }
+
+    for alpha in alphas:
+        closure = _closure_at_90(d, alpha)
+        net, reading = flow(alpha, rtol, 2 * closure["t90"])
+        row = {"alpha": alpha, "kappa": closure["kappa"], "closure": closure, **reading, "status": net["status"], "num_steps": net["num_steps"], "test_error_final": float(net["test_error"][-1])}
+        rows.append(row)
+        for q, name in (("rd90", "RD"), ("cos90", "mean |cos(w_i, ŵ*)|")):
+            err = reading["train"][q] / closure[q] - 1
+            verdicts.append(verdict("E3", f"network (N = {N}, M = {M}, d = {d}) α = {alpha:g} (κ = {closure['kappa']:.3g}): {name} at 90% satisfied (train) vs closure {closure[q]:.4g}, rel. error", round(err, 4), 0, "≤ 10%", abs(err) <= 0.1))
+            err_test = reading["test"][q] / closure[q] - 1
+            verdicts.append(verdict("E3", f"network α = {alpha:g}: {name} where the test fraction reaches 0.1, rel. error", round(err_test, 4), 0, "report", True))
+        if check_rtol and alpha == alphas[0]:
+            _, half = flow(alpha, rtol / 2, 2 * closure["t90"])
+            moved = max(abs(half["train"][q] / reading["train"][q] - 1) for q in ("t90", "rd90", "cos90"))
+            verdicts.append(verdict("E3", f"network α = {alpha:g}: rtol {rtol:g} → {rtol / 2:g} moves t₉₀, RD₉₀, cos₉₀ by (max rel.)", float(f"{moved:.2e}"), 0, "≤ 1%", moved <= 0.01))
+    lazy, spread = _lazy_constancy([{"alpha": r["alpha"], "kappa": r["kappa"], "rd90": r["train"]["rd90"]} for r in rows], 3.0)
+    if len(lazy) > 1:
+        verdicts.append(verdict("E3", "network, lazy side (κ ≥ 3): RD·α at 90% satisfied (train) constant", np.round(lazy, 4).tolist(), "constant", "spread ≤ 20%", spread <= 0.2))
     return verdicts, rows
 
 
@@ -272,7 +373,27 @@ def run_e4(Ns, d, M, t1, rtol, tau, Ms=()):
     return verdicts, rows
 
 
-def _plots(out, runs, theory, e2, e3):
+def plot_e3_network(out, rows):
+    """e3_network.png: RD and mean |cos| at 90% satisfied vs κ, network (train, test) and closure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kappa = [r["kappa"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for q, marker, name in (("rd90", "o", "RD"), ("cos90", "s", "mean |cos(w, ŵ*)|")):
+        line = ax.loglog(kappa, [r["closure"][q] for r in rows], marker + "--", mfc="none", label=f"{name}: closure")[0]
+        ax.loglog(kappa, [r["train"][q] for r in rows], marker, color=line.get_color(), label=f"{name}: network, train 90%")
+        ax.loglog(kappa, [r["test"][q] for r in rows], "x", color=line.get_color(), label=f"{name}: network, test 90%")
+    ax.set(xlabel="κ = α/(h√d)", title="E3 at 90% satisfied (d = 20): network vs closure")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "e3_network.png", dpi=120)
+    plt.close(fig)
+
+
+def _plots(out, runs, theory, e2, e3, e3_net):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -319,32 +440,40 @@ def _plots(out, runs, theory, e2, e3):
     fig.tight_layout()
     fig.savefig(out / "alpha_sweep.png", dpi=120)
     plt.close(fig)
+    plot_e3_network(out, e3_net)
 
 
 def run(out: Path, quick=False, rtol=1e-6) -> list:
-    """E1–E4; quick mode: a smaller network, fewer α, no finite-N runs (E4 only checks the
-    finite-M band on E1's network)."""
+    """E1–E4, E3's network side and the finite-size study of E1/E4; quick mode: a smaller
+    network, fewer α, E3's network at one α and N = 2000, no finite-N or finite-size runs (E4
+    only checks the finite-M band on E1's network)."""
     start = time.perf_counter()
     if quick:
         e1 = run_e1(N=300, d=20, M=30, t1=20.0, taus=(1e-2, 1e-3), rtol=rtol)
         e2 = run_e2(d=E2_D, t1=1e5)
         e3 = run_e3(d=E2_D, alphas=(30, 300))
+        e3_net = run_e3_network(N=2000, d=20, M=40, alphas=E3_NET_ALPHAS[3:4], n_test=2000, check_rtol=False)
         e4 = ([], [])
+        sizes = ([], [])
     else:
         e1 = run_e1(N=1000, d=20, M=100, t1=60.0, taus=(1e-2, 3e-3, 1e-3), rtol=rtol)
         e2 = run_e2(d=E2_D, t1=1e5)
         e3 = run_e3(d=E2_D, alphas=(0.3, 1, 3, 10, 30, 100, 300))
+        e3_net = run_e3_network(N=20_000, d=20, M=400, alphas=E3_NET_ALPHAS)
         e4 = run_e4(Ns=(250, 500, 1000), d=20, M=50, t1=60.0, rtol=rtol, tau=1e-3, Ms=(200,))
-    verdicts = e1[0] + e2[0] + e3[0] + e4[0]
+        sizes = run_finite_size(FINITE_SIZES, d=20, t1=60.0)
+    verdicts = e1[0] + e2[0] + e3[0] + e3_net[0] + e4[0] + sizes[0]
     summary = {
         "quick": quick,
         "wall_seconds": time.perf_counter() - start,
         "e1_network": {str(tau): {k: r[k] for k in ("status", "num_steps")} for tau, r in e1[1].items()},
         "e3_alpha_sweep": e3[1],
+        "e3_network": e3_net[1],
         "e4_finite_N": e4[1],
+        "finite_size": sizes[1],
     }
     verdicts_io.write(out, verdicts, summary)
-    _plots(out, e1[1], e1[2], e2, e3)
+    _plots(out, e1[1], e1[2], e2, e3, e3_net[1])
     return verdicts
 
 
