@@ -152,3 +152,15 @@ def test_mirrored_network_starts_at_zero_and_follows_its_gradient():
     np.testing.assert_allclose(net["margin"][-1], y * f1, rtol=1e-3)
     with pytest.raises(ValueError, match="M must be even"):
         study.network_flow(N, d, 5, 1.0, symmetric=True)
+
+
+def test_on_nodes_is_the_sampled_version_of_the_closure_averages():
+    # 2·10⁵ sampled N(0, 1) nodes moved to γ: RD and mean |cos| converge to the closed form
+    # (relative_displacement) and the quadrature (mean_abs_cos); at γ = 0 RD = 0.
+    rng = np.random.default_rng(4)
+    d, gamma = 20, 0.8
+    a0, W0 = rng.standard_normal(200_000), rng.standard_normal((200_000, d))
+    rd, cos = pb.on_nodes(gamma, a0, W0)
+    assert rd == pytest.approx(float(pb.relative_displacement(gamma, d)), rel=5e-3)
+    assert cos == pytest.approx(float(pb.mean_abs_cos(gamma, d)), rel=5e-3)
+    assert pb.on_nodes(0.0, a0, W0)[0] == 0

@@ -187,6 +187,17 @@ def mean_abs_cos(gamma, d, nodes=None, qs=None):
     return jnp.sum(wq[:, None] * weight * cos, axis=(-2, -1))
 
 
+def on_nodes(gamma, a0, W0):
+    """(RD, mean |cos(w_i, ŵ*)|) of M sampled nodes, a₀ (M,) and W₀ (M, d) with ŵ* = e₁, moved
+    along the mean-field hyperbola to γ with w⊥ frozen: the closure's prediction for a finite
+    network's own initial draw (`relative_displacement` and `mean_abs_cos` are its M → ∞ means)."""
+    W0 = np.asarray(W0)
+    _, w = hyperbola(np.asarray(a0), W0[:, 0], gamma)
+    W = np.column_stack([w, W0[:, 1:]])
+    rd = np.linalg.norm(W - W0) / np.linalg.norm(W0)
+    return float(rd), float(np.mean(np.abs(w) / np.linalg.norm(W, axis=1)))
+
+
 @jax.jit
 def finite_m_spread(x_par, z_perp, gamma, a0, w_par0, d):
     """s/α, the finite-M standard deviation of f(x)/α = (1/M) Σ_i a_i(γ) ReLU((w∥i(γ) x∥ +
@@ -208,7 +219,7 @@ def satisfaction_band(q, gamma, spread, d, alpha=1.0, h=1.0, nodes=None):
     q, gamma, spread = (jnp.atleast_1d(jnp.asarray(v, float)) for v in (q, gamma, spread))
     n = len(q)
     # Padded (with the last example) to a multiple of TS_BUCKET: one compiled band for all n.
-    pad = lambda v: jnp.concatenate([v, jnp.full(-n % TS_BUCKET, v[-1])])  # noqa: E731
+    pad = lambda v: jnp.concatenate([v, jnp.full(-n % TS_BUCKET, v[-1])])
     xs, sx = _band(pad(q), pad(gamma), pad(spread), consts)
     return xs[:n], sx[:n]
 
