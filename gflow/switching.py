@@ -270,11 +270,16 @@ def integrate(
         return -jax.grad(lambda z: call(switching.objective, z, p.reshape(s_shape)))(y)
 
     def geometry(y, sliding):
-        valid = sliding >= 0
-        cot = jax.nn.one_hot(jnp.where(valid, sliding, 0), K, dtype=dtype) * valid[:, None]
-        _, vjp = jax.vjp(surfaces, y)
-        normals = jax.vmap(lambda c: vjp(c)[0])(cot)
-        return _Geometry(normals, jnp.linalg.pinv(normals @ normals.T, hermitian=True))
+        def sliding_geometry():
+            valid = sliding >= 0
+            cot = jax.nn.one_hot(jnp.where(valid, sliding, 0), K, dtype=dtype) * valid[:, None]
+            _, vjp = jax.vjp(surfaces, y)
+            normals = jax.vmap(lambda c: vjp(c)[0])(cot)
+            return normals, jnp.linalg.pinv(normals @ normals.T, hermitian=True)
+
+        # M vjps and a pseudo-inverse cost ~10 gradients: skipped while nothing slides
+        nothing = (jnp.zeros((M, y.shape[0]), dtype), jnp.zeros((M, M), dtype))
+        return _Geometry(*jax.lax.cond(jnp.any(sliding >= 0), sliding_geometry, lambda: nothing))
 
     def relaxed(pattern, sliding, value):
         # the pattern as floats with every sliding surface's p set to `value`
