@@ -88,12 +88,11 @@ def teacher_data(N, d, seed):
     return X, np.where(X[:, 0] > 0, 1.0, -1.0)
 
 
-def network_flow(N, d, M, t1, *, alpha=1.0, h=1.0, tau=1e-3, seed=0, rtol=1e-6, num_saves=60, n_test=4000, symmetric=False, dtype=None):
+def network_flow(N, d, M, t1, *, alpha=1.0, h=1.0, tau=1e-3, seed=0, rtol=1e-6, num_saves=60, n_test=4000, symmetric=False):
     """Gradient flow of the mean-field network; `symmetric=True` draws M/2 nodes and adds their
     mirrors (a, w) → (−a, w), so that f ≡ 0 at t = 0 (the initial finite-M noise of f, sd ∝ α/√M,
     would otherwise exceed h on the lazy side); the mirrored sample is still a sample of the
-    closure's (a₀, w₀) law. `dtype` casts data and parameters (e.g. float32). Returns numpy
-    arrays over save times: "t",
+    closure's (a₀, w₀) law. Returns numpy arrays over save times: "t",
     "gamma_nodes" (T, M) (nan for nodes with |a + w∥|(0) ≤ 0.5), "train_fraction",
     "test_fraction", "test_error", "dw_perp_max", "rd", "cos", "margin" (T, N) = y_μ f(x_μ) on
     the training set, plus "status", "num_steps" and the data and initial nodes "X", "a0",
@@ -110,8 +109,7 @@ def network_flow(N, d, M, t1, *, alpha=1.0, h=1.0, tau=1e-3, seed=0, rtol=1e-6, 
     params = models.init_mean_field(jax.random.PRNGKey(seed), d, M // 2 if symmetric else M)
     if symmetric:
         params = {"W": jnp.concatenate([params["W"], params["W"]]), "a": jnp.concatenate([params["a"], -params["a"]])}
-    params = jax.tree_util.tree_map(lambda v: v.astype(dtype or v.dtype), params)
-    args = {k: jnp.asarray(v, dtype=dtype) for k, v in {"X": X, "y": y, "X_test": X_test, "y_test": y_test, "alpha": alpha, "h": h, "tau": tau}.items()}
+    args = {k: jnp.asarray(v) for k, v in {"X": X, "y": y, "X_test": X_test, "y_test": y_test, "alpha": alpha, "h": h, "tau": tau}.items()}
     args["W0"] = params["W"]
     ts = np.concatenate([[0.0], np.logspace(-1, np.log10(t1), num_saves - 1)[:-1], [t1]])
     traj = simulate(_objective, params, t1, saveat=ts, rtol=rtol, observables=_OBSERVABLES, args=args, save_params=False, max_steps=200_000)
@@ -293,8 +291,8 @@ def _closure_at_90(d, alpha, rtol=1e-8):
     return {"alpha": alpha, "kappa": float(pb.laziness(d, alpha)), "gamma90": gamma90, "rd90": rd90, "cos90": cos90, "t90": t90}
 
 
-def _lazy_constancy(rows, kappa_min, rd="rd90"):
-    lazy = [r[rd] * r["alpha"] for r in rows if r["kappa"] >= kappa_min and np.isfinite(r[rd])]
+def _lazy_constancy(rows, kappa_min):
+    lazy = [r["rd90"] * r["alpha"] for r in rows if r["kappa"] >= kappa_min and np.isfinite(r["rd90"])]
     return lazy, float(np.ptp(lazy) / np.mean(lazy)) if len(lazy) > 1 else float("nan")
 
 
