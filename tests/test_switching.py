@@ -205,6 +205,20 @@ def test_crossings_agree_with_scipy_dop853_and_vmap(crossing_problem):
 
 
 @pytest.mark.slow
+def test_crossings_beyond_the_buffer_are_not_missed(crossing_problem):
+    # with room for one crossing per step, steps with more are split (counted as rejected)
+    # instead of stepping over only some: the same crossings, the same scipy reference
+    L, params0, ref = crossing_problem
+    full = gflow.simulate(L, params0, 10.0, rtol=1e-8)
+    one = Switching(L.switching.surfaces, L.switching.objective, max_crossings=1)
+    traj = gflow.simulate(L, params0, 10.0, rtol=1e-8, switching=one)
+    assert traj.status == "success"
+    assert int(traj.stats["num_crossings"]) == int(full.stats["num_crossings"])
+    assert int(traj.num_rejected_steps) > int(full.num_rejected_steps)
+    assert np.max(np.abs(_flat(traj.final_params) - ref)) < 1e-8
+
+
+@pytest.mark.slow
 def test_crossings_more_accurate_than_plain(crossing_problem):
     L, params0, ref = crossing_problem
     traj = gflow.simulate(L, params0, 10.0, rtol=1e-8)
