@@ -3,9 +3,10 @@
 For each problem and rtol in (1e-4, 1e-6, 1e-8) it reports accepted/rejected steps, final loss,
 the error of the final weights against a reference, and wall time as a ratio plain/switching
 (both compiled beforehand, measured in this process). The reference is the switching solve with
-a second integrator (Dopri8, rtol 1e-12); with `--scipy RTOL` the final weights are also compared
-with scipy DOP853 (numpy gradient, no JAX) at that rtol. scipy at rtol ≤ 1e-11 is out of reach on
-problems with sliding: like every plain solver it chatters across the surface, at a cost ∝ 1/rtol.
+a second integrator (Dopri8, rtol 1e-12), cached in results/kinks/reference_*.npy (delete it to
+recompute); with `--scipy RTOL` the final weights are also compared with scipy DOP853 (numpy
+gradient, no JAX) at that rtol. scipy at rtol ≤ 1e-11 is out of reach on problems with sliding:
+like every plain solver it chatters across the surface, at a cost ∝ 1/rtol.
 
     python benchmarks/kinks.py --quick          # the issue's problem only (< 2 min)
     python benchmarks/kinks.py                  # + digits and a width-100 net on 200 points
@@ -43,6 +44,10 @@ def problems(quick):
     yield "gaussian n=200 d=20 h=100", gaussian(200, 20), 100, 1e-2, 5.0
 
 
+def slug(name):
+    return name.replace(" ", "_").replace("=", "").replace("/", "")
+
+
 def flat(params):
     return np.concatenate([np.ravel(params["W"]), np.ravel(params["v"])])
 
@@ -53,7 +58,17 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def run(name, X, y, width, init_scale, t1, rtols, max_steps, scipy_rtol):
+def reference(path, solve):
+    """θ_ref(t1), cached in `path` (on the width-100 net it takes minutes)."""
+    if path.exists():
+        return np.load(path)
+    ref = flat(solve(True, 1e-12, "dopri8").final_params)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, ref)
+    return ref
+
+
+def run(name, X, y, width, init_scale, t1, rtols, max_steps, scipy_rtol, out_dir):
     L = losses.objective(models.two_layer, "exponential", X, y, reduction="mean")
     params0 = models.init_two_layer(jax.random.PRNGKey(0), X.shape[1], width, init_scale)
 
@@ -61,7 +76,7 @@ def run(name, X, y, width, init_scale, t1, rtols, max_steps, scipy_rtol):
         sw = None if switching else False
         return gflow.simulate(L, params0, t1, rtol=rtol, solver=solver, switching=sw, max_steps=max_steps)
 
-    ref = flat(solve(True, 1e-12, "dopri8").final_params)
+    ref = reference(out_dir / f"reference_{slug(name)}.npy", solve)
     scale = np.max(np.abs(ref))
     out = {"problem": name, "n": int(X.shape[0]), "d": int(X.shape[1]), "width": width, "rows": []}
     if scipy_rtol:
@@ -104,7 +119,8 @@ def table(result):
     lines = [
         f"### {result['problem']}",
         "",
-        "| rtol | method | accepted | rejected | total ratio | final loss | weight error | wall ratio | crossings | sliding |",
+        "| rtol | method | accepted | rejected | total ratio | final loss | weight error | wall ratio "
+        "| crossings (stepped over) | sliding |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = result["rows"]
@@ -117,7 +133,12 @@ def table(result):
                 + (f"{ratio:.0f}× | " if r is sw else "1 | ")
                 + f"{r['final_loss']:.10f} | {r['error']:.1e} | "
                 + (f"{plain['wall'] / sw['wall']:.1f}× | " if r is sw else "1 | ")
-                + f"{r['stats'].get('num_crossings', '')} | {r['stats'].get('num_sliding_starts', '')} |"
+                + (
+                    f"{r['stats']['num_crossings']} ({r['stats']['num_crossings_stepped_over']}) | "
+                    f"{r['stats']['num_sliding_starts']} |"
+                    if r is sw
+                    else "| |"
+                )
             )
     if "scipy" in result:
         s = result["scipy"]
@@ -140,11 +161,11 @@ def main():
     for name, (X, y), width, init_scale, t1 in problems(args.quick):
         if args.only not in name:
             continue
-        result = run(name, X, y, width, init_scale, t1, (1e-4, 1e-6, 1e-8), args.max_steps, args.scipy)
+        result = run(name, X, y, width, init_scale, t1, (1e-4, 1e-6, 1e-8), args.max_steps, args.scipy, args.out)
         print(table(result) + "\n", flush=True)
         results.append(result)
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = args.only.replace(" ", "_").replace("=", "")
+    suffix = slug(args.only)
     (args.out / f"kinks{'_' + suffix if suffix else ''}.json").write_text(json.dumps(results, indent=2))
 
 
