@@ -6,7 +6,9 @@ For each grid it times (warm: an untimed run to t1/1000 first compiles the same 
 - `vmap`:  `jax.jit(jax.vmap(simulate))` per group of equal shapes (all lanes in lockstep until
   the slowest is done);
 - `sweep`: `gflow.sweep.run` (continuous batching, `--lanes` lanes per chunk, each group split
-  into `--workers` chunks solved on as many threads), including its planning and file writes.
+  into `--workers` chunks solved on as many threads), including its planning and file writes;
+- `balanced`: the same with `balance=True` (a pilot solve at 100× the rtol orders the points by
+  cost: longest first, into the least loaded chunk), the pilot included in the time.
 
 Grids (two-layer ReLU, balanced init, exponential loss summed over μ-separated data from
 `gflow.data.separated`, T = 40, rtol 1e-6): `init16`, 16 init scales 1e-8…1e-2 on one dataset
@@ -62,6 +64,11 @@ def _data(n, d, mu, seed):
     return data.separated(seed, n, d, mu, equiangular=d >= n + 1)
 
 
+# Small inits leave the plateau late and cross many ReLU kinks (~1,450 steps at μ = 0.05); large
+# ones on well-separated data converge in few steps (~140 at ε = 2.5, μ = 0.9): a 10× spread.
+MIXED_INIT_SCALES = [1e-8, 1e-6, 1e-4, 1e-2, 0.5, 1.0, 2.0, 2.5]
+
+
 def grids(quick):
     n, d, w = (40, 64, 20) if quick else (200, 256, 100)
     ns = [5, 10, 20, 40] if quick else [25, 50, 100, 200]
@@ -73,18 +80,10 @@ def grids(quick):
             {**base, "d": d},
         ),
         "mixed": (
-            {"init_scale": list(np.logspace(-8, -1, 8)), "mu": [0.05, 0.3]},
+            {"init_scale": MIXED_INIT_SCALES, "mu": [0.05, 0.3, 0.9]},
             {**base, "n": n, "d": 10 if quick else 50},
         ),
     }
-
-
-def _groups(spec):
-    """Grid indices grouped by equal shapes (as the sweep groups them)."""
-    groups = {}
-    for i, point in enumerate(spec.points()):
-        groups.setdefault(point.get("n", spec.fixed.get("n")), []).append(i)
-    return list(groups.values())
 
 
 def run_loop(spec, ts):
@@ -113,7 +112,7 @@ def _vmapped(rtol, max_steps, shared):
 def run_vmap(spec, ts):
     final, steps, efficiency = {}, {}, []
     points = spec.points()
-    for group in _groups(spec):
+    for group in sweep.groups(spec):
         probs = [problem(points[i]) for i in group]
         P = jax.tree.map(lambda *x: jnp.stack(x), *[p.params0 for p in probs])
         shared = all(sweep._same(probs[0].args, p.args) for p in probs)
@@ -126,11 +125,13 @@ def run_vmap(spec, ts):
     return final, steps, efficiency
 
 
-def run_sweep(spec, ts, out, workers):
-    chunk = math.ceil(max(map(len, _groups(spec))) / workers)
-    ds = sweep.run(spec, out=out, chunk_size=chunk, progress=False, resume=False, workers=workers)
+def run_sweep(spec, ts, out, workers, balance):
+    chunk = math.ceil(max(map(len, sweep.groups(spec))) / workers)
+    ds = sweep.run(spec, out=out, chunk_size=chunk, progress=False, resume=False, workers=workers,
+                   balance=balance)
     final = ds["loss"].isel(time=-1).values.ravel()
-    return dict(enumerate(final)), ds["chunk_efficiency"].values.tolist(), ds["num_steps"].values.ravel()
+    return (dict(enumerate(final)), ds["chunk_efficiency"].values.tolist(), ds["num_steps"].values.ravel(),
+            ds["chunk_wall_time"].values.tolist())
 
 
 def timed(fn, spec, *args):
@@ -151,44 +152,58 @@ def main(argv=None):
     parser.add_argument("--lanes", type=int, default=8, help="pool width of each sweep chunk")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="sweep threads")
     parser.add_argument("--grids", default="init16,grid444,mixed")
+    parser.add_argument("--skip-balanced", action="store_true",
+                        help="time only the grid-order sweep (then the balanced columns repeat it)")
     parser.add_argument("--out", type=Path, default=Path("results/sweep_throughput.json"))
     args = parser.parse_args(argv)
-    report = {"quick": args.quick, "lanes": args.lanes, "workers": args.workers,
-              "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "grids": {}}
+    report = {"quick": args.quick, "skip_balanced": args.skip_balanced, "lanes": args.lanes,
+              "workers": args.workers, "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "grids": {}}
     table = grids(args.quick)
     for name in args.grids.split(","):
         axes, fixed = table[name]
         spec = sweep.Spec(problem=problem, axes=axes, fixed=fixed, t1=40.0, num_saves=2, rtol=1e-6, lanes=args.lanes)
         t_loop, c_loop, (loss_loop, steps) = timed(run_loop, spec)
         t_vmap, c_vmap, (loss_vmap, _, vmap_eff) = timed(run_vmap, spec)
-        with tempfile.TemporaryDirectory() as tmp:
-            t_sweep, c_sweep, (loss_sweep, sweep_eff, sweep_steps) = timed(
-                run_sweep, spec, Path(tmp), args.workers
-            )
+        sweeps = {}
+        for balance in (False, True)[: 1 if args.skip_balanced else 2]:
+            with tempfile.TemporaryDirectory() as tmp:
+                sweeps[balance] = timed(run_sweep, spec, Path(tmp), args.workers, balance)
+        t_sweep, c_sweep, (loss_sweep, sweep_eff, sweep_steps, sweep_chunk_wall) = sweeps[False]
+        t_bal, c_bal, (loss_bal, bal_eff, bal_steps, bal_chunk_wall) = sweeps.get(True, sweeps[False])
         ref = np.array([loss_loop[i] for i in sorted(loss_loop)])
         got = np.array([loss_sweep[i] for i in sorted(loss_sweep)])
+        got_bal = np.array([loss_bal[i] for i in sorted(loss_bal)])
         counts = np.array([steps[i] for i in sorted(steps)])
         row = {
             "points": len(ref),
             "steps_min": int(counts.min()),
             "steps_max": int(counts.max()),
-            "steps_equal_to_loop": bool(np.array_equal(counts, sweep_steps)),
-            "seconds": {"loop": t_loop, "vmap": t_vmap, "sweep": t_sweep},
-            "cpu_seconds": {"loop": c_loop, "vmap": c_vmap, "sweep": c_sweep},
+            "steps_equal_to_loop": bool(np.array_equal(counts, sweep_steps) and np.array_equal(counts, bal_steps)),
+            "seconds": {"loop": t_loop, "vmap": t_vmap, "sweep": t_sweep, "sweep_balanced": t_bal},
+            "cpu_seconds": {"loop": c_loop, "vmap": c_vmap, "sweep": c_sweep, "sweep_balanced": c_bal},
             "speedup_vs_loop": t_loop / t_sweep,
             "speedup_vs_vmap": t_vmap / t_sweep,
+            "balanced_speedup_vs_loop": t_loop / t_bal,
+            "balanced_speedup_vs_vmap": t_vmap / t_bal,
             "vmap_over_loop": t_vmap / t_loop,
             "vmap_lockstep_efficiency": vmap_eff,
             "sweep_chunk_efficiency": sweep_eff,
-            "max_rel_diff_final_loss_sweep_vs_loop": float(np.max(np.abs(got - ref) / np.abs(ref))),
+            "sweep_chunk_wall_time": sweep_chunk_wall,
+            "balanced_chunk_efficiency": bal_eff,
+            "balanced_chunk_wall_time": bal_chunk_wall,
+            "max_rel_diff_final_loss_sweep_vs_loop": float(
+                max(np.max(np.abs(x - ref) / np.abs(ref)) for x in (got, got_bal))
+            ),
         }
         report["grids"][name] = row
         print(
             f"{name:8s} {len(ref):3d} pts, steps {row['steps_min']}…{row['steps_max']}: "
-            f"loop {t_loop:6.2f} s, vmap {t_vmap:6.2f} s, sweep {t_sweep:6.2f} s → sweep "
-            f"{row['speedup_vs_loop']:.2f}× vs loop, {row['speedup_vs_vmap']:.2f}× vs vmap "
-            f"(CPU s: loop {c_loop:.1f}, vmap {c_vmap:.1f}, sweep {c_sweep:.1f}); "
-            f"efficiency vmap {np.mean(vmap_eff):.2f}, sweep {np.mean(sweep_eff):.2f}; "
+            f"loop {t_loop:6.2f} s, vmap {t_vmap:6.2f} s, sweep {t_sweep:6.2f} s, balanced "
+            f"{t_bal:6.2f} s → sweep {row['speedup_vs_loop']:.2f}× / balanced "
+            f"{row['balanced_speedup_vs_loop']:.2f}× vs loop, {row['speedup_vs_vmap']:.2f}× / "
+            f"{row['balanced_speedup_vs_vmap']:.2f}× vs vmap (CPU s: loop {c_loop:.1f}, vmap "
+            f"{c_vmap:.1f}, sweep {c_sweep:.1f}, balanced {c_bal:.1f}); efficiency vmap "
+            f"{np.mean(vmap_eff):.2f}, sweep {np.mean(sweep_eff):.2f}, balanced {np.mean(bal_eff):.2f}; "
             f"max rel diff {row['max_rel_diff_final_loss_sweep_vs_loop']:.1e}",
             flush=True,
         )

@@ -312,19 +312,53 @@ def _structure(problem: Problem):
     )
 
 
-def plan(spec: Spec, chunk_size: int | None = None) -> list[list[int]]:
-    """The chunks of a sweep: lists of flat grid indices, each within one structure group, in
-    grid order. Deterministic for a given spec and chunk size (this is what resume relies on)."""
-    chunk_size = _chunk_size(spec, chunk_size)
+def groups(spec: Spec) -> list[list[int]]:
+    """Flat grid indices grouped by structure (points that can share a pool), in grid order."""
     build = spec.problem_fn()
-    groups: dict[Any, list[int]] = {}
+    found: dict[Any, list[int]] = {}
     for i, point in enumerate(spec.points()):
-        groups.setdefault(_structure(_checked(build, point)), []).append(i)
-    return [
-        members[k : k + chunk_size]
-        for members in groups.values()
-        for k in range(0, len(members), chunk_size)
-    ]
+        found.setdefault(_structure(_checked(build, point)), []).append(i)
+    return list(found.values())
+
+
+def plan(spec: Spec, chunk_size: int | None = None, costs=None) -> list[list[int]]:
+    """The chunks of a sweep: lists of flat grid indices, each within one structure group.
+
+    Without `costs`, consecutive runs of the grid order. With `costs` (an estimate per flat
+    index, e.g. `pilot_costs`), each group keeps the same number and sizes of chunks but its
+    points are dealt longest-first to the chunk with the least estimated cost so far (LPT
+    scheduling): chunks solved side by side by the workers finish together, and inside a chunk
+    the pool loads its longest points first, so the lanes that idle while the last points drain
+    wait on short ones. Deterministic for a given spec, chunk size and costs."""
+    chunk_size = _chunk_size(spec, chunk_size)
+    chunks = []
+    for members in groups(spec):
+        sizes = [min(chunk_size, len(members) - k) for k in range(0, len(members), chunk_size)]
+        if costs is None:
+            chunks += [members[k : k + chunk_size] for k in range(0, len(members), chunk_size)]
+            continue
+        bins: list[list[int]] = [[] for _ in sizes]
+        load = [0.0] * len(sizes)
+        for i in sorted(members, key=lambda i: (-costs[i], i)):
+            b = min((b for b in range(len(sizes)) if len(bins[b]) < sizes[b]), key=lambda b: (load[b], b))
+            bins[b].append(i)
+            load[b] += costs[i]
+        chunks += bins
+    return chunks
+
+
+def pilot_costs(spec: Spec, looser: float = 100.0) -> np.ndarray:
+    """A cost estimate per flat grid index: the steps each point takes in a pilot solve of the
+    whole sweep with a `looser`-times larger rtol (one pool per structure group, no saves).
+
+    Adaptive step counts grow as the tolerance tightens, and on the benchmark's ReLU nets the
+    pilot at 100× the rtol costs ~7 % of the real solve while ranking the points' costs in
+    nearly the right order (docs/sweeps.md). Only the order is used."""
+    pilot = dataclasses.replace(spec, rtol=min(0.1, spec.rtol * looser), num_saves=2)
+    costs = np.zeros(math.prod(spec.shape))
+    for members in groups(spec):
+        costs[members] = solve_chunk(pilot, members, len(members))["num_steps"]
+    return costs
 
 
 def _chunk_size(spec, chunk_size):
@@ -475,22 +509,33 @@ def _read_chunk(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def _prepare_out(spec: Spec, out: Path, resume: bool, chunk_size: int) -> None:
-    """Create `out`, or check that it holds the same sweep when resuming."""
-    (out / CHUNKS).mkdir(parents=True, exist_ok=True)
-    record = {"digest": spec.digest(), "chunk_size": chunk_size, "spec": spec.to_dict()}
+def _planned(spec: Spec, out: Path, resume: bool, chunk_size: int, balance: bool) -> list[list[int]]:
+    """The chunks, from `out/spec.json` when resuming (a pilot need not be rerun, nor give the
+    same plan), else from `plan`; refuses a directory that holds a different sweep."""
+    key = {"digest": spec.digest(), "chunk_size": chunk_size, "balance": balance}
     spec_file = out / SPEC
-    if spec_file.exists():
+    if resume and spec_file.exists():
         old = json.loads(spec_file.read_text())
-        if resume and (old["digest"], old["chunk_size"]) != (record["digest"], chunk_size):
+        if {k: old.get(k, False) for k in key} != key:
             raise ValueError(
-                f"{out} holds a different sweep (or chunk size): resume it with the same spec "
-                "and chunk_size, pick another output directory, or pass resume=False"
+                f"{out} holds a different sweep (or chunk size, or balance): resume it with the "
+                "same spec, chunk_size and balance, pick another output directory, or pass "
+                "resume=False"
             )
+        if "chunks" in old:
+            return old["chunks"]
+    return plan(spec, chunk_size, pilot_costs(spec) if balance else None)
+
+
+def _prepare_out(spec: Spec, out: Path, resume: bool, chunk_size: int, balance: bool, chunks) -> None:
+    """Create `out` and record the sweep and its plan; without `resume`, drop old chunks."""
+    (out / CHUNKS).mkdir(parents=True, exist_ok=True)
+    record = {"digest": spec.digest(), "chunk_size": chunk_size, "balance": balance,
+              "spec": spec.to_dict(), "chunks": chunks}
     if not resume:
         for stale in (out / CHUNKS).glob("*.npz"):
             stale.unlink()
-    _atomic_write(spec_file, lambda f: f.write(json.dumps(record, indent=2).encode()))
+    _atomic_write(out / SPEC, lambda f: f.write(json.dumps(record, indent=2).encode()))
 
 
 # ----- executors ---------------------------------------------------------------------------
@@ -544,6 +589,7 @@ def run(
     retries: int = 2,
     format: str | None = None,
     workers: int | None = None,
+    balance: bool = False,
 ):
     """Solve every point of `spec` and write `out/results.nc` (or `out/results.zarr`); return
     the `xarray.Dataset`.
@@ -564,6 +610,9 @@ def run(
     - `format`: "netcdf" (h5netcdf) or "zarr"; by default "zarr" when `out` ends in ".zarr".
     - `workers`: chunks solved at once by the local executor, on threads (default: the number
       of CPU cores). Give a chunk size of at most points / workers to keep them all busy.
+    - `balance`: order the points by cost before cutting chunks (`plan` with `pilot_costs`):
+      a pilot solve at a 100× looser rtol, then longest-first into the least loaded chunk.
+      Results do not depend on it; it pays when costs differ a lot between points.
 
     **Returns:** the dataset (see `assemble`). A point whose solve fails is a result with its
     status (`gflow.status`), not an exception; bad specs raise `ValueError` before any work.
@@ -583,8 +632,9 @@ def run(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     size = _chunk_size(spec, chunk_size)
-    chunks = plan(spec, size)
-    _prepare_out(spec, out, resume, size)
+    out.mkdir(parents=True, exist_ok=True)
+    chunks = _planned(spec, out, resume, size, bool(balance))
+    _prepare_out(spec, out, resume, size, bool(balance), chunks)
     done = {tuple(ix) for ix in chunks if _chunk_path(out, ix).exists()}
     todo = [ix for ix in chunks if tuple(ix) not in done]
     total = math.prod(spec.shape)

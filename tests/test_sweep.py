@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import gflow
 from gflow import status, sweep
 
 CACHE = os.environ.get("GFLOW_JAX_CACHE", str(Path(__file__).resolve().parent.parent / ".jax_cache"))
@@ -264,6 +265,34 @@ def test_resume_refuses_a_different_sweep(tmp_path, local2):
     sweep.run(linear_spec(), out=tmp_path, chunk_size=2, progress=False)
     with pytest.raises(ValueError, match="different sweep"):
         sweep.run(linear_spec(), out=tmp_path, chunk_size=4, progress=False)
+
+
+def test_balance_plans_by_pilot_steps_and_gives_identical_results(local2, tmp_path):
+    spec = linear_spec()
+    costs = sweep.pilot_costs(spec)
+    # The pilot is the same solve at 100x the rtol: gflow.simulate, point by point, agrees.
+    for i, point in enumerate(spec.points()):
+        p = linear_problem(point)
+        traj = gflow.simulate(linear_objective, p.params0, spec.t1, args=p.args, rtol=100 * spec.rtol,
+                              max_steps=spec.max_steps, save_params=False)
+        assert costs[i] == int(traj.num_steps)
+    grid_order = sweep.plan(spec, 2)
+    balanced = sweep.plan(spec, 2, costs)
+    assert sorted(i for chunk in balanced for i in chunk) == list(range(6))
+    assert sorted(map(len, balanced)) == sorted(map(len, grid_order))
+    for chunk in balanced:  # the pool loads the longest points first
+        assert list(costs[chunk]) == sorted(costs[chunk], reverse=True)
+    # Grid order puts both rate-300 points (40 steps each) in one chunk; LPT separates them.
+    assert max(costs[c].sum() for c in balanced) < max(costs[c].sum() for c in grid_order)
+    ds = sweep.run(spec, out=tmp_path, chunk_size=2, progress=False, balance=True)
+    _results(ds).identical(_results(local2)) or pytest.fail("balance changed the results")
+    # Resuming reuses the recorded plan (no pilot, no chunk recomputed) and refuses a switch.
+    chunks = sorted((tmp_path / sweep.CHUNKS).glob("*.npz"))
+    stamps = [p.stat().st_mtime_ns for p in chunks]
+    sweep.run(spec, out=tmp_path, chunk_size=2, progress=False, balance=True)
+    assert [p.stat().st_mtime_ns for p in chunks] == stamps
+    with pytest.raises(ValueError, match="different sweep"):
+        sweep.run(spec, out=tmp_path, chunk_size=2, progress=False)
 
 
 def test_load_missing(tmp_path):
