@@ -164,3 +164,16 @@ def test_on_nodes_is_the_sampled_version_of_the_closure_averages():
     assert rd == pytest.approx(float(pb.relative_displacement(gamma, d)), rel=5e-3)
     assert cos == pytest.approx(float(pb.mean_abs_cos(gamma, d)), rel=5e-3)
     assert pb.on_nodes(0.0, a0, W0)[0] == 0
+
+
+def test_finite_size_verdicts_rules():
+    # The trend rows use the first row's width over N; E1's own criteria and E4's band are read
+    # at the largest N for every width there (hand-made rows, expected flags by hand).
+    def row(N, M, spread, dist, dperp, share):
+        return {"N": N, "M": M, "spread": spread, "dist": dist, "dperp": dperp, "band_share": share, "band_examples": 10}
+
+    rows = [row(100, 10, 0.3, 0.01, 0.9, 0.5), row(400, 10, 0.1, 0.01, 0.95, 0.6), row(400, 20, 0.04, 0.06, 0.05, 0.75)]
+    v = study.finite_size_verdicts(rows, 20)
+    assert [x["measured"] for x in v[:2]] == [[0.3, 0.1], [0.9, 0.95]]
+    assert [x["pass"] for x in v] == [True, False, False, False, False, True, True]
+    assert v[2]["measured"] == [0.1, 0.04] and v[4]["measured"] == [0.95, 0.05]
