@@ -152,18 +152,23 @@ def main(argv=None):
     parser.add_argument("--lanes", type=int, default=8, help="pool width of each sweep chunk")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="sweep threads")
     parser.add_argument("--grids", default="init16,grid444,mixed")
+    parser.add_argument("--skip-vmap", action="store_true", help="do not time the vmap (NaN)")
     parser.add_argument("--skip-balanced", action="store_true",
                         help="time only the grid-order sweep (then the balanced columns repeat it)")
     parser.add_argument("--out", type=Path, default=Path("results/sweep_throughput.json"))
     args = parser.parse_args(argv)
-    report = {"quick": args.quick, "skip_balanced": args.skip_balanced, "lanes": args.lanes,
-              "workers": args.workers, "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "grids": {}}
+    report = {"quick": args.quick, "skip_vmap": args.skip_vmap, "skip_balanced": args.skip_balanced,
+              "lanes": args.lanes, "workers": args.workers, "device": str(jax.devices()[0]),
+              "cpu_count": os.cpu_count(), "grids": {}}
     table = grids(args.quick)
     for name in args.grids.split(","):
         axes, fixed = table[name]
         spec = sweep.Spec(problem=problem, axes=axes, fixed=fixed, t1=40.0, num_saves=2, rtol=1e-6, lanes=args.lanes)
         t_loop, c_loop, (loss_loop, steps) = timed(run_loop, spec)
-        t_vmap, c_vmap, (loss_vmap, _, vmap_eff) = timed(run_vmap, spec)
+        if args.skip_vmap:
+            t_vmap, c_vmap, vmap_eff = math.nan, math.nan, [math.nan]
+        else:
+            t_vmap, c_vmap, (_, _, vmap_eff) = timed(run_vmap, spec)
         sweeps = {}
         for balance in (False, True)[: 1 if args.skip_balanced else 2]:
             with tempfile.TemporaryDirectory() as tmp:

@@ -20,6 +20,8 @@ def register(subparsers):
     p.add_argument("--chunk-size", type=int, default=None, help="points per chunk (default 4 × lanes)")
     p.add_argument("--format", choices=("netcdf", "zarr"), default=None,
                    help="dataset format (default: zarr if DIR ends in .zarr, else netCDF)")
+    p.add_argument("--balance", action="store_true",
+                   help="plan chunks by a pilot solve's step counts (longest first, balanced chunks)")
     p.add_argument("--restart", action="store_true", help="discard chunks from an earlier run")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=main)
@@ -38,5 +40,6 @@ def main(args) -> int:
         resume=not args.restart,
         format=args.format,
         workers=args.workers,
+        balance=args.balance,
     )
     return 0
