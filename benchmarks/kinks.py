@@ -130,9 +130,9 @@ def table(result):
             note = "" if r["status"] == "success" else f" ({r['status']})"
             lines.append(
                 f"| {r['rtol']:.0e} | {r['method']}{note} | {r['accepted']:,} | {r['rejected']:,} | "
-                + (f"{ratio:.0f}× | " if r is sw else "1 | ")
+                + (f"{ratio:.3g}× | " if r is sw else "1 | ")
                 + f"{r['final_loss']:.10f} | {r['error']:.1e} | "
-                + (f"{plain['wall'] / sw['wall']:.1f}× | " if r is sw else "1 | ")
+                + (f"{plain['wall'] / sw['wall']:.2g}× | " if r is sw else "1 | ")
                 + (
                     f"{r['stats']['num_crossings']} ({r['stats']['num_crossings_stepped_over']}) | "
                     f"{r['stats']['num_sliding_starts']} |"
