@@ -380,9 +380,13 @@ def _solve(
     )
 
     threshold = _blowup_threshold(dtype)
+    # Every condition returns a float of the default dtype: diffrax pads the conditions that did
+    # not fire with a Python 0.0 (the default dtype) and turns a boolean one into a time (the
+    # solve's dtype), which clash in a float32 solve under jax_enable_x64.
+    event_dtype = jnp.result_type(float)
 
     def blowup(t, y, args, **kwargs):
-        return blown_up(y, threshold)
+        return jnp.where(blown_up(y, threshold), 1.0, -1.0).astype(event_dtype)
 
     conds = [blowup]
     if event is not None:
@@ -390,8 +394,8 @@ def _solve(
         def user(t, y, args, **kwargs):
             value = event(*_call_args(y, args))
             if event_is_bool:
-                return jnp.where(value, 1.0, -1.0).astype(dtype)
-            return jnp.asarray(value, dtype)
+                return jnp.where(value, 1.0, -1.0).astype(event_dtype)
+            return jnp.asarray(value, event_dtype)
 
         conds.append(user)
     tol = float(100 * np.finfo(dtype).eps)

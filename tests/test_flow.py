@@ -154,6 +154,19 @@ def test_event_time_is_located_on_the_dense_output(kind):
     np.testing.assert_allclose(traj.loss[:2], 2.5 * np.exp(-2 * np.array([0.0, 0.5])), rtol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["float", "bool"])
+def test_float32_solve_with_event_runs_in_float32(kind):
+    # float32 is the user's choice under jax_enable_x64: same event time as the closed form
+    # ½ ln(L0/c) to float32 accuracy, results in float32.
+    p0 = jnp.array([1.0, 2.0], jnp.float32)
+    c = 0.1
+    event = (lambda p: _decay(p) - c) if kind == "float" else (lambda p: _decay(p) < c)
+    traj = gflow.simulate(_decay, p0, 10.0, event=event, rtol=1e-5)
+    assert traj.status == "event"
+    assert traj.final_params.dtype == jnp.float32
+    assert abs(float(traj.t_event) - 0.5 * np.log(2.5 / c)) < 1e-4
+
+
 def test_max_steps_gives_a_status_not_an_exception():
     traj = gflow.simulate(L_SEP, models.init_two_layer(jax.random.PRNGKey(0), 12, 8, 1e-3), 10.0, max_steps=3)
     assert traj.status == "max_steps"
