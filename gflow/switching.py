@@ -24,11 +24,15 @@ the convex combinations Filippov's construction needs). With p fixed the field i
    ΔF_k interpolated linearly in t between the step's ends (jvps in p, one jvp in θ for J).
    The jump of one crossing moves later crossings of surfaces it acts on (the same neuron):
    s_k(τ) + Σ_m (τ − τ_m)⁺ ∇s_k·ΔF_m = 0 is solved for the `max_crossings` earliest by two
-   fixed-point sweeps. The error estimate |δ − Σ_k u_k ΔF_k(t_a)| + Σ_k |ΔF_k|·(change of τ_k
-   in the second sweep) is added to the Runge–Kutta estimate. A step that passes on the smooth
-   piece's error but not on the kinks', a crossing after which the new side's field points
-   back to the surface (a sliding onset) and a crossing before a sliding exit or a user event
-   are instead handled exactly: the step is re-taken to end at the first crossing, the side is
+   fixed-point sweeps. The kinks' error estimate |δ − Σ_k u_k ΔF_k(t_a)| + Σ_k |ΔF_k|·(change
+   of τ_k in the second sweep), ∝ u², is controlled beside the Runge–Kutta estimate, each with
+   its own order: the step is kept if both pass, the next one is the smaller proposal. Only the
+   `max_crossings` + 1 earliest crossings (ranked by linear interpolation between the nodes)
+   are located exactly; a step with more is split. A step that passes on the smooth piece's
+   error but not on the kinks' (when even the kink-limited retry ends before the first
+   crossing), a crossing after which the new side's field points back to the surface (a
+   sliding onset) and a crossing before a sliding exit or a user event are instead handled
+   exactly: the step is re-taken to end at the first crossing, the side is
    decided there, and the step size chosen from the smooth piece is kept (the controller is
    not punished for the kink).
 2. **Sliding.** At a crossing of surface k, with one-sided normal velocities
