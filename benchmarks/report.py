@@ -95,7 +95,8 @@ def run_all(quick=False, out=Path("results/bench"), skip=(), reuse_work_precisio
         else:
             module = {"work_precision": work_precision, "hardware": hardware, "memory": memory}[part]
             tee = _Tee()
-            r = module.run(quick, log=lambda s: print(s, file=tee))
+            kwargs = {"cache": out} if part == "work_precision" else {}
+            r = module.run(quick, log=lambda s: print(s, file=tee), **kwargs)
             (out / f"{part}.json").write_text(json.dumps(r, indent=1))
             result, text = {"available": True, "result": r}, tee.buffer.getvalue()
         result["seconds"] = time.perf_counter() - start

@@ -27,10 +27,12 @@ loss) and ‖θ(T) − θ_ref‖ / ‖θ_ref‖ (final weights). Wall times excl
 jitted function is warmed up on the same problem first (rtol and lr are traced, so changing them
 does not recompile). Costs at equal accuracy: `cost_at_accuracy`.
 
-Run standalone: `python benchmarks/work_precision.py [--quick] [--issue3] [--only NAME] [--out DIR]`.
+Run standalone: `python benchmarks/work_precision.py [--quick] [--issue3] [--only NAME] [--out DIR]
+[--no-cache]`; the references are cached in DIR as `ref-<hash>.npz` (`reference`).
 """
 
 import argparse
+import hashlib
 import json
 import math
 import time
@@ -77,14 +79,15 @@ class Problem:
 # Issue 7's problems: μ-separated n=200, d=256 and digits. Switching solve with Tsit5 and
 # Dopri8 (Dopri5 adds one compilation and lies between them); the plain solve with Dopri5 (best
 # in final weights) and Dopri8 (best in final loss) in the earlier, plain-only runs (d=256:
-# Dopri5 only, plain Dopri8 costs ~10⁵ ∇L at rtol 1e-6 there). scipy's
+# Tsit5, issue 7's orientation figures, and Dopri5; plain Dopri8 costs ~10⁵ ∇L at rtol 1e-6 there,
+# and its final-weight error needs rtol ~1e-9 to approach 1e-6). scipy's
 # cost grows ~3-4× per decade of rtol on these kinks (n=200, d=50: rtol 1e-9 did not finish in
 # 19 min), so the scipy check of the reference at rtol 1e-11 runs on the small problem only.
 FULL = (
     Problem("separated n200 d256", "separated", 200, 256, 100, 1e-4, 40.0,
-            rtols=(1e-4, 1e-6, 1e-8), plain_rtols=(1e-4, 1e-5, 1e-6), lrs=(2e-2, 1e-2),
+            rtols=(1e-4, 1e-6, 1e-8), plain_rtols=(1e-5, 1e-7, 1e-9), lrs=(2e-2, 1e-2),
             scipy_rtols=(1e-5, 1e-6), ref_rtol=1e-9, xcheck_rtol=None,
-            solvers=("tsit5", "dopri8"), plain_solvers=("dopri5",)),
+            solvers=("tsit5", "dopri8"), plain_solvers=("tsit5", "dopri5")),
     Problem("digits 0/1 n100", "digits", 100, 64, 50, 1e-4, 10.0,
             rtols=(1e-4, 1e-6, 1e-8), plain_rtols=(1e-4, 1e-5, 1e-6), lrs=(1e-2, 5e-3),
             scipy_rtols=(1e-5, 1e-6), ref_rtol=1e-10, xcheck_rtol=1e-7,
@@ -192,12 +195,52 @@ def _relative_errors(loss, theta, loss_ref, theta_ref):
     }
 
 
-def run_problem(problem, log=print):
-    """Measure every method on `problem`; returns (rows, info) with errors filled in."""
+def _setup(problem):
+    """(objective, params0) of `problem`: the sum-reduced exponential loss of the two-layer net."""
     X, y = make_data(problem)
     objective = gflow.objective(models.two_layer, "exponential", X, y, "sum")
     params0 = models.init_two_layer(jax.random.PRNGKey(problem.seed), X.shape[1], problem.width,
                                     problem.init_scale)  # fmt: skip
+    return objective, params0
+
+
+def reference_key(problem, rtol):
+    """Hash of what determines a reference solve: the problem's data, network, ε, T, seed, the
+    reference solver and rtol (not the settings of the methods compared against it)."""
+    fields = {k: getattr(problem, k) for k in ("data", "n", "d", "width", "init_scale", "t1", "mu", "seed")}
+    text = json.dumps({**fields, "method": f"switching {problem.ref_solver}", "rtol": rtol}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def reference(problem, rtol, cache=None, log=print):
+    """The switching `problem.ref_solver` solve of `problem` at `rtol`, as a dict (theta: flat
+    final weights, final_loss, steps, crossings, wall_s, status). With a `cache` folder it is
+    computed once, saved as `ref-<reference_key>.npz` and loaded by later runs (issue 7's
+    n=200, d=256 reference takes tens of minutes)."""
+    path = None if cache is None else Path(cache) / f"ref-{reference_key(problem, rtol)}.npz"
+    if path is not None and path.exists():
+        log(f"  reference rtol {rtol:.0e}: cached {path}")
+        return dict(np.load(path))
+    objective, params0 = _setup(problem)
+    start = time.perf_counter()
+    traj = gflow.simulate(objective, params0, problem.t1, solver=problem.ref_solver, rtol=rtol,
+                          max_steps=MAX_STEPS)  # fmt: skip
+    out = {"theta": _flat(traj.final_params), "final_loss": float(traj.final_loss),
+           "steps": int(traj.num_steps), "crossings": int(traj.stats["num_crossings"]),
+           "wall_s": time.perf_counter() - start, "status": int(traj.status_code)}  # fmt: skip
+    if not traj.ok:
+        raise RuntimeError(f"reference solve of {problem.name} at rtol {rtol:g} failed: {traj.status}")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **out)
+    return out
+
+
+def run_problem(problem, log=print, cache=None):
+    """Measure every method on `problem`; returns (rows, info) with errors filled in. References
+    are read from / saved to the `cache` folder (see `reference`)."""
+    X, y = make_data(problem)
+    objective, params0 = _setup(problem)
     t1 = problem.t1
 
     def row(method, setting, wall, grad_evals, steps, params, ok, crossings=None):
@@ -211,17 +254,6 @@ def run_problem(problem, log=print):
         return gflow.simulate(objective, params0, t1, solver=solver, rtol=rtol, max_steps=MAX_STEPS,
                               switching=switching)  # fmt: skip
 
-    start = time.perf_counter()
-    ref = flow(problem.ref_solver, problem.ref_rtol)
-    ref_wall = time.perf_counter() - start
-    check = flow(problem.ref_solver, 10 * problem.ref_rtol)
-    theta_ref, loss_ref = _flat(ref.final_params), float(ref.final_loss)
-    ref_unc = _relative_errors(float(check.final_loss), _flat(check.final_params), loss_ref, theta_ref)
-    log(f"  reference: switching {problem.ref_solver} rtol {problem.ref_rtol:.0e}: {int(ref.num_steps)} steps, "
-        f"{int(ref.stats['num_crossings'])} crossings, {ref_wall:.1f} s (with compile), status {ref.status}, "
-        f"L(T) = {loss_ref:.15e}; vs rtol {10 * problem.ref_rtol:.0e}: loss {ref_unc['loss']:.1e}, "
-        f"weights {ref_unc['weights']:.1e}")  # fmt: skip
-
     numpy_grad = baselines.two_layer_numpy_grad(X, y, loss="exponential", reduction="sum")
     numpy_params0 = jax.tree.map(np.asarray, params0)
 
@@ -232,12 +264,8 @@ def run_problem(problem, log=print):
 
     rows, xcheck = [], None
     if problem.xcheck_rtol is not None:
-        r = scipy_run("DOP853", problem.xcheck_rtol)
-        xcheck = {"rtol": problem.xcheck_rtol, "nfev": r["grad_evals"], "wall_s": r["wall_s"], "ok": r["ok"],
-                  **_relative_errors(r["final_loss"], r["theta"], loss_ref, theta_ref)}  # fmt: skip
-        log(f"  cross-check: scipy DOP853 rtol {problem.xcheck_rtol:.0e} ({r['grad_evals']} evals, "
-            f"{r['wall_s']:.1f} s) vs reference: loss {xcheck['loss']:.1e}, weights {xcheck['weights']:.1e}")  # fmt: skip
-        rows.append(r)
+        xcheck = scipy_run("DOP853", problem.xcheck_rtol)
+        rows.append(xcheck)
 
     for switching, solvers, rtols in ((None, problem.solvers, problem.rtols),
                                       (False, problem.plain_solvers, problem.plain_rtols)):  # fmt: skip
@@ -275,6 +303,22 @@ def run_problem(problem, log=print):
     for method in ("DOP853", "LSODA") if problem.lsoda else ("DOP853",):
         rows += _sweep(problem.scipy_rtols, lambda rtol, method=method: scipy_run(method, rtol), log=log)
 
+    # the reference last: a run can measure while another process computes it into the cache
+    ref = reference(problem, problem.ref_rtol, cache, log)
+    check = reference(problem, 10 * problem.ref_rtol, cache, log)
+    theta_ref, loss_ref = ref["theta"], float(ref["final_loss"])
+    ref_unc = _relative_errors(float(check["final_loss"]), check["theta"], loss_ref, theta_ref)
+    log(f"  reference: switching {problem.ref_solver} rtol {problem.ref_rtol:.0e}: {int(ref['steps'])} steps, "
+        f"{int(ref['crossings'])} crossings, {float(ref['wall_s']):.1f} s (with compile), "
+        f"L(T) = {loss_ref:.15e}; vs rtol {10 * problem.ref_rtol:.0e}: loss {ref_unc['loss']:.1e}, "
+        f"weights {ref_unc['weights']:.1e}")  # fmt: skip
+
+    if xcheck is not None:
+        r = xcheck
+        xcheck = {"rtol": problem.xcheck_rtol, "nfev": r["grad_evals"], "wall_s": r["wall_s"], "ok": r["ok"],
+                  **_relative_errors(r["final_loss"], r["theta"], loss_ref, theta_ref)}  # fmt: skip
+        log(f"  cross-check: scipy DOP853 rtol {problem.xcheck_rtol:.0e} ({r['grad_evals']} evals, "
+            f"{r['wall_s']:.1f} s) vs reference: loss {xcheck['loss']:.1e}, weights {xcheck['weights']:.1e}")  # fmt: skip
     for r in rows:
         err = _relative_errors(r["final_loss"], r.pop("theta"), loss_ref, theta_ref)
         r["loss_error"], r["weight_error"] = err["loss"], err["weights"]
@@ -283,8 +327,8 @@ def run_problem(problem, log=print):
         "n": int(X.shape[0]),
         "d": int(X.shape[1]),
         "mu_hat": gflow.data.separation(X, y),
-        "reference": {"solver": problem.ref_solver, "rtol": problem.ref_rtol, "steps": int(ref.num_steps),
-                      "crossings": int(ref.stats["num_crossings"]), "wall_s": ref_wall,
+        "reference": {"solver": problem.ref_solver, "rtol": problem.ref_rtol, "steps": int(ref["steps"]),
+                      "crossings": int(ref["crossings"]), "wall_s": float(ref["wall_s"]),
                       "final_loss": loss_ref, "uncertainty": ref_unc, "xcheck": xcheck},  # fmt: skip
     }
     return rows, info
@@ -384,14 +428,15 @@ def problems(quick=False, issue3=False, only=None):
     return tuple(found)
 
 
-def run(quick=False, log=print, issue3=False, only=None):
-    """Run the benchmark on every problem of `problems(quick, issue3, only)`; returns a JSON-ready dict."""
+def run(quick=False, log=print, issue3=False, only=None, cache=None):
+    """Run the benchmark on every problem of `problems(quick, issue3, only)`; returns a JSON-ready
+    dict. References are cached in the `cache` folder (see `reference`)."""
     rows, infos = [], []
     for problem in problems(quick, issue3, only):
         log(f"work-precision: {problem.name} (n={problem.n}, width={problem.width}, "
             f"ε={problem.init_scale:g}, T={problem.t1:g})")  # fmt: skip
         start = time.perf_counter()
-        r, info = run_problem(problem, log=log)
+        r, info = run_problem(problem, log=log, cache=cache)
         info["seconds"] = time.perf_counter() - start
         info["speedups"] = speedups(r)
         rows += r
@@ -417,11 +462,12 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="one tiny problem (< 1 min)")
     parser.add_argument("--issue3", action="store_true", help="add issue 3's n=200, d=50 problem")
     parser.add_argument("--only", help="run only the problem of this name (e.g. 'digits 0/1 n100')")
-    parser.add_argument("--out", default="results/bench", help="output folder")
+    parser.add_argument("--out", default="results/bench", help="output folder (also caches the references)")
+    parser.add_argument("--no-cache", action="store_true", help="recompute the references, save nothing")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = run(args.quick, issue3=args.issue3, only=args.only)
+    result = run(args.quick, issue3=args.issue3, only=args.only, cache=None if args.no_cache else out)
     (out / "work_precision.json").write_text(json.dumps(result, indent=1))
     plot(result["rows"], result["problems"], out / "work_precision.png")
     print(f"wrote {out / 'work_precision.json'} and {out / 'work_precision.png'}")

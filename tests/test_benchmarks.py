@@ -41,6 +41,7 @@ def test_quick_report(tmp_path):
         assert numbers and all(math.isfinite(v) for v in numbers), part
 
     wp = parts["work_precision"]["result"]
+    _check_reference_cache(report.work_precision, wp["problems"][0], tmp_path)
     rows = wp["rows"]
     assert all(r["ok"] for r in rows)
     assert {"gflow", "gflow plain", "naive diffrax", "optax GD", "scipy"} <= {r["family"] for r in rows}
@@ -61,3 +62,23 @@ def test_quick_report(tmp_path):
     state = parts["memory"]["result"]["state_bytes"]
     # saving the weights at 1000 times costs at least 1000 states more than observables only
     assert mem[("gflow weights", 1000)] - mem[("gflow observables", 1000)] > 900 * state
+
+
+def _check_reference_cache(work_precision, info, folder):
+    """The run saved its references (rtol and 10× rtol) as npz artefacts keyed by the problem, the
+    method and rtol; a later call loads them instead of solving, and the stored weights
+    reproduce the stored loss."""
+    import numpy as np
+
+    problem = next(p for p in work_precision.QUICK if p.name == info["problem"]["name"])
+    rtol = info["reference"]["rtol"]
+    keys = {work_precision.reference_key(problem, r) for r in (rtol, 10 * rtol)}
+    assert len(keys) == 2 and {p.name for p in folder.glob("ref-*.npz")} == {f"ref-{k}.npz" for k in keys}
+    messages = []
+    ref = work_precision.reference(problem, rtol, folder, log=messages.append)
+    assert messages and "cached" in messages[0]
+    assert ref["final_loss"] == info["reference"]["final_loss"] and ref["steps"] == info["reference"]["steps"]
+    objective, params0 = work_precision._setup(problem)
+    W = params0["W"]
+    theta = {"W": ref["theta"][: W.size].reshape(W.shape), "v": ref["theta"][W.size :]}
+    assert abs(float(objective(theta)) - ref["final_loss"]) < 1e-12 * ref["final_loss"]
