@@ -33,6 +33,7 @@ Run standalone: `python benchmarks/work_precision.py [--quick] [--issue3] [--onl
 
 import argparse
 import hashlib
+import inspect
 import json
 import math
 import time
@@ -367,9 +368,17 @@ def cost_at_accuracy(rows, method, target=TARGET, error="loss_error", cost="wall
     return math.exp(log_cost), "extrapolated"
 
 
+def default_setting():
+    """(method name, rtol) of `gflow.simulate` called with no options, e.g. ("gflow tsit5", 1e-6)."""
+    defaults = inspect.signature(gflow.simulate).parameters
+    return f"gflow {defaults['solver'].default}", defaults["rtol"].default
+
+
 def speedups(rows, target=TARGET):
     """Cost at equal accuracy of every method, the best method of every family, and the ratios
-    gflow (its default, switching solve) and gflow plain vs optax GD and vs scipy."""
+    gflow (the frontier over its switching-solve options) and gflow plain vs optax GD and vs scipy.
+    "default" is the one run of `default_setting()`: its cost and error, and the same ratios where
+    its error is at or below target (None where it was not run or misses the target)."""
     methods = sorted({r["method"] for r in rows})
     out = {}
     for error in ("loss_error", "weight_error"):
@@ -383,9 +392,20 @@ def speedups(rows, target=TARGET):
             def ratio(slow, fast):
                 return best[slow][0] / best[fast][0] if best[slow] and best[fast] else None
 
+            method, rtol = default_setting()
+            default = next((r for r in rows if r["method"] == method and r["setting"] == rtol and r["ok"]), None)
+            reached = default is not None and default[error] <= target
+
+            def default_ratio(slow):
+                return best[slow][0] / default[cost] if reached and best[slow] else None
+
             out[f"{error}/{cost}"] = {
                 "methods": {m: {"cost": c, "how": how} for m, (c, how) in table.items()},
                 "best": best,
+                "default": None if default is None else {"method": method, "rtol": rtol, "cost": default[cost],
+                                                         "error": default[error], "reached": reached},
+                "default_vs_gd": default_ratio("optax GD"),
+                "default_vs_scipy": default_ratio("scipy"),
                 "vs_gd": ratio("optax GD", "gflow"),
                 "vs_scipy": ratio("scipy", "gflow"),
                 "plain_vs_gd": ratio("optax GD", "gflow plain"),
