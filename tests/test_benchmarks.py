@@ -82,3 +82,28 @@ def _check_reference_cache(work_precision, info, folder):
     W = params0["W"]
     theta = {"W": ref["theta"][: W.size].reshape(W.shape), "v": ref["theta"][W.size :]}
     assert abs(float(objective(theta)) - ref["final_loss"]) < 1e-12 * ref["final_loss"]
+
+
+def test_default_beside_frontier():
+    """speedups() states gflow twice: the frontier over its options and the one default run
+    (`gflow.simulate`'s own solver and rtol), with ratios only where the default reaches 1e-6."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import work_precision as wp
+    finally:
+        sys.path.remove(str(BENCH))
+    method, rtol = wp.default_setting()
+
+    def row(m, setting, wall, loss_error):
+        return {"method": m, "family": wp.family(m), "setting": setting, "wall_s": wall, "grad_evals": 1,
+                "loss_error": loss_error, "weight_error": 1e-3, "ok": True}
+
+    rows = [row(method, rtol, 2.0, 5e-7), row(method, 1e-8, 4.0, 1e-9), row("gflow dopri8", 1e-4, 1.0, 1e-7),
+            row("optax GD", 1e-2, 1.0, 1e-3), row("scipy DOP853", 1e-5, 30.0, 1e-7)]
+    s = wp.speedups(rows)["loss_error/wall_s"]
+    assert s["best"]["gflow"][:2] == (1.0, "gflow dopri8") and math.isclose(s["vs_gd"], 1e3) and s["vs_scipy"] == 30.0
+    # GD extrapolated along its first-order line: 1 s at 1e-3 → 1000 s at 1e-6; the default took 2 s
+    assert s["default"]["cost"] == 2.0 and s["default"]["reached"]
+    assert math.isclose(s["default_vs_gd"], 500.0) and s["default_vs_scipy"] == 15.0
+    w = wp.speedups(rows)["weight_error/wall_s"]
+    assert not w["default"]["reached"] and w["default_vs_gd"] is None and w["default_vs_scipy"] is None
