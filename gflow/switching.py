@@ -210,7 +210,7 @@ def _root(fn, a, b, tol, max_iter=200):
 
     def body(c):
         a, fa, b, fb, side, it = c
-        m = jnp.clip((a * fb - b * fa) / (fb - fa), a + 0.05 * (b - a), b - 0.05 * (b - a))
+        m = jnp.clip((a * fb - b * fa) / (fb - fa), a + 0.05 * (b - a), b - 0.05 * (b - a)).astype(a.dtype)
         fm = fn(m)
         left = fm > 0
         # Illinois: halve the value kept twice in a row so that the bracket shrinks on both sides
@@ -370,7 +370,8 @@ def integrate(
         h = tb - ta
         p, geo = piece
         # s(y(t)) on the step's dense output as a polynomial in x ∈ [−1, 1] (exact for affine s)
-        inner = jax.vmap(lambda x: surfaces(interp.evaluate(ta + 0.5 * (x + 1) * h)))(_NODES[1:-1])
+        nodes = jnp.asarray(_NODES, dtype)
+        inner = jax.vmap(lambda x: surfaces(interp.evaluate(ta + 0.5 * (x + 1) * h)))(nodes[1:-1])
         values = jnp.concatenate([s_a[None], inner, s_b[None]])
         coeffs = jnp.asarray(_FIT, dtype) @ values
         sign = jnp.where(pattern, 1.0, -1.0).astype(dtype)
@@ -378,7 +379,6 @@ def integrate(
         # the old side (a surface left at s ≈ 0 by the previous step may start on either side)
         old_side = sign * values > 0
         last = len(_NODES) - 1 - jnp.argmax(old_side[::-1], axis=0)
-        nodes = jnp.asarray(_NODES, dtype)
 
         start_old = jnp.any(old_side, axis=0)
         # the crossing in that bracket by linear interpolation between its nodes: it ranks the
