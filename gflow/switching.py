@@ -592,14 +592,25 @@ def integrate(
         counts["extra_grad_evals"] += 2 * is_cross.astype(jnp.int32)
         attractive = (a > 0) & (b < 0)
         has_room = jnp.any(sliding < 0)
-        slide = is_cross & attractive & has_room
+        candidate = sliding.at[jnp.argmax(sliding < 0)].set(k.astype(jnp.int32))
+
+        def admissible():
+            # k's one-sided test holds the other sliding surfaces at p = ½; the exit test solves
+            # for all weights together. Admit k only if the whole candidate set's Filippov weights
+            # lie in [0, 1], so that a surface is never admitted and expelled at the same point.
+            alpha = alphas(y_ev, base, candidate, geometry(y_ev, candidate))
+            return jnp.all(exit_margin(alpha) >= 0)
+
+        coherent = jax.lax.cond(is_cross & attractive & has_room & any_sliding, admissible, lambda: True)
+        counts["extra_grad_evals"] += 2 * (is_cross & attractive & has_room & any_sliding).astype(jnp.int32)
+        slide = is_cross & attractive & has_room & coherent
         up = jnp.where((a > 0) & (b > 0), True, jnp.where((a < 0) & (b < 0), False, ~base[k]))
         # a crossing at the step's start that keeps its side is a grazing contact: the state lies
         # on the other side while the field points back; it takes the side where it lies
         graze = immediate & is_cross & ~slide & (up == base[k])
         up = jnp.where(graze, s_a[k] > 0, up)
         new_pattern = jnp.where(is_cross & ~slide, base.at[k].set(up), base)
-        new_sliding = jnp.where(slide, sliding.at[jnp.argmax(sliding < 0)].set(k.astype(jnp.int32)), sliding)
+        new_sliding = jnp.where(slide, candidate, sliding)
         # an exit leaves to the side whose weight α_k reached 1 (s_k > 0) or 0 (s_k < 0)
         new_pattern = jnp.where(is_exit, new_pattern.at[sliding[k]].set(alpha_b[k] >= 0.5), new_pattern)
         new_sliding = jnp.where(is_exit, new_sliding.at[k].set(-1), new_sliding)
