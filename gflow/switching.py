@@ -601,9 +601,11 @@ def integrate(
             alpha = alphas(y_ev, base, candidate, geometry(y_ev, candidate))
             return jnp.all(exit_margin(alpha) >= 0)
 
-        coherent = jax.lax.cond(is_cross & attractive & has_room & any_sliding, admissible, lambda: True)
-        counts["extra_grad_evals"] += 2 * (is_cross & attractive & has_room & any_sliding).astype(jnp.int32)
-        slide = is_cross & attractive & has_room & coherent
+        onset = is_cross & attractive & has_room
+        joins = onset & any_sliding  # a set already slides: check the joint weights
+        coherent = jax.lax.cond(joins, admissible, lambda: True)
+        counts["extra_grad_evals"] += 2 * joins.astype(jnp.int32)
+        slide = onset & coherent
         up = jnp.where((a > 0) & (b > 0), True, jnp.where((a < 0) & (b < 0), False, ~base[k]))
         # a crossing at the step's start that keeps its side is a grazing contact: the state lies
         # on the other side while the field points back; it takes the side where it lies
