@@ -27,21 +27,13 @@ import gflow
 from gflow import baselines, data, losses, models
 
 
-def gaussian(n, d, seed=0):
-    """Gaussian inputs normalised to the unit sphere, labels from a random hyperplane."""
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    return X, np.where(X @ rng.standard_normal(d) > 0, 1.0, -1.0)
-
-
 def problems(quick):
-    yield "gaussian n=40 d=10 h=20", gaussian(40, 10), 20, 1e-2, 5.0
+    yield "gaussian n=40 d=10 h=20", data.hyperplane(40, 10), 20, 1e-2, 5.0
     if quick:
         return
     X, y = data.digits((0, 1))
     yield "digits 0/1 n=360 d=64 h=20", (X, y), 20, 1e-2, 5.0
-    yield "gaussian n=200 d=20 h=100", gaussian(200, 20), 100, 1e-2, 5.0
+    yield "gaussian n=200 d=20 h=100", data.hyperplane(200, 20), 100, 1e-2, 5.0
 
 
 def slug(name):

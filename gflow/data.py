@@ -136,6 +136,19 @@ def separated(key, n, d, mu, *, n_pos=None, radii=None, equiangular=True):
     return X, y
 
 
+def hyperplane(n, d, seed=0):
+    """Data that is *not* well separated: x_i ~ N(0, I_d) normalised to the unit sphere, labels
+    y_i = sign(⟨u, x_i⟩) from a random hyperplane u ~ N(0, I_d) (the switching-surface issue's
+    problem). `seed` is an integer or a numpy Generator; returns X (n, d) and y (n,) in ±1."""
+    for name, value in (("n", n), ("d", d)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X, np.where(X @ rng.standard_normal(d) > 0, 1.0, -1.0)
+
+
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 

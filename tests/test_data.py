@@ -5,6 +5,7 @@ import itertools
 
 import numpy as np
 import pytest
+import scipy.optimize
 
 from gflow import data
 
@@ -93,6 +94,20 @@ def test_separation_bad_input():
         data.separation(Xz, y)
     with pytest.raises(ValueError, match="±1"):
         data.separation(X, 2 * y)
+
+
+def test_hyperplane_data_is_linearly_but_not_well_separated():
+    X, y = data.hyperplane(200, 10, seed=3)
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-14)
+    assert set(np.unique(y)) == {-1.0, 1.0}
+    # separable through the origin: some w has y_i⟨w, x_i⟩ ≥ 1 for all i (an LP feasibility check)
+    lp = scipy.optimize.linprog(np.zeros(10), A_ub=-(y[:, None] * X), b_ub=-np.ones(200), bounds=(None, None))
+    assert lp.status == 0
+    # ... but not μ-separated: some pair of points has an obtuse angle after sign-flipping
+    assert data.separation(X, y) < 0
+    np.testing.assert_array_equal(data.hyperplane(200, 10, seed=3)[0], X)  # seeded
+    with pytest.raises(ValueError, match="d must be a positive integer"):
+        data.hyperplane(5, 0)
 
 
 def test_digits_zero_vs_one():

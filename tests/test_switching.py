@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gflow
-from gflow import baselines, losses, models
+from gflow import baselines, data, losses, models
 from gflow.switching import Switching
 
 # ---- a 2-D Filippov flow with a closed-form solution -------------------------------------
@@ -115,10 +115,7 @@ def test_sliding_cheaper_and_more_accurate_than_plain(slide_runs):
 
 
 def _problem(seed, n=6, d=3, width=4, init_scale=0.3):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    y = np.where(X @ rng.standard_normal(d) > 0, 1.0, -1.0)
+    X, y = data.hyperplane(n, d, seed)
     params0 = models.init_two_layer(jax.random.PRNGKey(seed), d, width, init_scale)
     return X, y, params0
 
@@ -243,10 +240,7 @@ def test_two_layer_sliding_second_integrator():
 @pytest.mark.slow
 def test_issue_problem_twenty_times_fewer_steps_at_rtol_1e8():
     # the issue's problem: n=40, d=10, width 20, ε=1e-2, t ∈ [0, 5], exponential loss
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((40, 10))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    y = np.where(X @ rng.standard_normal(10) > 0, 1.0, -1.0)
+    X, y = data.hyperplane(40, 10)
     L = losses.objective(models.two_layer, "exponential", X, y)
     params0 = models.init_two_layer(jax.random.PRNGKey(0), 10, 20, 1e-2)
     ref = _flat(gflow.simulate(L, params0, 5.0, rtol=1e-12, solver="dopri8").final_params)
@@ -261,10 +255,7 @@ def test_sliding_set_is_entered_only_where_it_can_be_kept():
     # width 100 on 200 Gaussian points at rtol 1e-4 stalled at t = 4.05 (sliding starts and exits
     # alternating until max_steps): a surface was admitted by its one-sided test and expelled at
     # once by the joint Filippov weights. The reference is the same flow at rtol 1e-8.
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((200, 20))
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    y = np.where(X @ rng.standard_normal(20) > 0, 1.0, -1.0)
+    X, y = data.hyperplane(200, 20)
     L = losses.objective(models.two_layer, "exponential", X, y)
     params0 = models.init_two_layer(jax.random.PRNGKey(0), 20, 100, 1e-2)
     loose = gflow.simulate(L, params0, 5.0, rtol=1e-4, max_steps=20_000)

@@ -58,11 +58,7 @@ def make_problem(cfg: RunConfig):
             X, y = X[idx], y[idx]
         return X, y
     if cfg.dataset == "gaussian":
-        n = cfg.n or 40
-        X = rng.standard_normal((n, cfg.d))
-        X /= np.linalg.norm(X, axis=1, keepdims=True)
-        y = np.where(X @ rng.standard_normal(cfg.d) > 0, 1.0, -1.0)
-        return X, y
+        return data.hyperplane(cfg.n or 40, cfg.d, rng)
     raise ValueError(f"unknown dataset {cfg.dataset!r}: use 'digits' or 'gaussian'")
 
 
