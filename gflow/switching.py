@@ -28,13 +28,16 @@ the convex combinations Filippov's construction needs). With p fixed the field i
    of τ_k in the second sweep), ∝ u², is controlled beside the Runge–Kutta estimate, each with
    its own order: the step is kept if both pass, the next one is the smaller proposal. Only the
    `max_crossings` + 1 earliest crossings (ranked by linear interpolation between the nodes)
-   are located exactly; a step with more is split. A step that passes on the smooth piece's
-   error but not on the kinks' (when even the kink-limited retry ends before the first
-   crossing), a crossing after which the new side's field points back to the surface (a
-   sliding onset) and a crossing before a sliding exit or a user event are instead handled
-   exactly: the step is re-taken to end at the first crossing, the side is
-   decided there, and the step size chosen from the smooth piece is kept (the controller is
-   not punished for the kink).
+   are located exactly. A step that passes on the smooth piece's error but not on the kinks'
+   (or holds more crossings than that) is *shortened* rather than rejected: it ends at the
+   kinks' proposal (or before the (B+1)-th crossing) on its own dense output, which the passed
+   error estimate vouches for, and its kinks are located and tested again there. When that end
+   would come before the first crossing, after a crossing whose new side's field points back to
+   the surface (a sliding onset), and for a crossing before a sliding exit or a user event, the
+   crossing is instead handled exactly: the step ends at the first crossing (on the dense
+   output, which with no crossing before it is the frozen piece's flow), the side is decided
+   there, and the step size chosen from the smooth piece is kept (the controller is not
+   punished for the kink).
 2. **Sliding.** At a crossing of surface k, with one-sided normal velocities
    a = ∇s_k·F(p_k=0) and b = ∇s_k·F(p_k=1): a, b > 0 crosses up, a, b < 0 crosses down, and
    a > 0 > b starts sliding. On the sliding set S the Filippov field is
@@ -195,6 +198,7 @@ _COUNTS = (
     "max_sliding",
     "sliding_overflow",
     "extra_grad_evals",
+    "num_steps_shortened",
 )
 
 
@@ -249,8 +253,9 @@ def integrate(
     Arguments as `gflow.flow._solve`; returns a `gflow.Trajectory` whose `stats` hold
     num_crossings (all crossings), num_crossings_stepped_over (those of them crossed inside a
     step with the kink correction), num_sliding_starts (sliding intervals begun), num_sliding_exits,
-    max_sliding (most surfaces sliding at once), sliding_overflow and extra_grad_evals (∇L
-    evaluations for event decisions and exit checks, included in `num_grad_evals`).
+    max_sliding (most surfaces sliding at once), sliding_overflow, extra_grad_evals (∇L
+    evaluations for event decisions and exit checks, included in `num_grad_evals`) and
+    num_steps_shortened (steps ended early on their dense output for the kinks' error).
     """
     dtype = t0.dtype
     y0, unravel = ravel_pytree(params0)
@@ -471,28 +476,54 @@ def integrate(
         # jump of the field after each crossing, and that correction's error is controlled
         nonsliding = jnp.ones(K, bool).at[jnp.where(sliding >= 0, sliding, K)].set(False, mode="drop")
         on_pending = pending_here & (state.pending_kind == _CROSS) & (jnp.arange(K) == state.pending_k)
-        s_a, s_b = surfaces(ya), surfaces(yb)
-        crossing = nonsliding & ~on_pending & (signed(pattern, s_b) < 0)
-        any_crossing = jnp.any(crossing)
-        tau_k, tau_frozen, delta, kink_err, moved, t_split = jax.lax.cond(
-            any_crossing, kinks, no_kinks, ta, tb, ya, yb, s_a, s_b, interp, pattern, crossing, piece
-        )
-        # ∇L evaluations of the jvps: a linearisation at t_a with 3 + B tangents, one jvp at t_b
-        counts["extra_grad_evals"] += (6 + B) * any_crossing.astype(jnp.int32)
-        yc = yb + delta
+        s_a = surfaces(ya)
+
+        def over(tb, yb):
+            """The step [ta, tb] with its kinks: crossings, their correction and its error test."""
+            s_b = surfaces(yb)
+            crossing = nonsliding & ~on_pending & (signed(pattern, s_b) < 0)
+            any_crossing = jnp.any(crossing)
+            found = jax.lax.cond(
+                any_crossing, kinks, no_kinks, ta, tb, ya, yb, s_a, s_b, interp, pattern, crossing, piece
+            )
+            yc = yb + found[2]
+            keep_kinks, kinks_a, kinks_b, _, _, _ = controller.adapt_step_size(
+                ta, tb, ya, yc, piece, found[3], _KINK_ORDER, state.controller_state
+            )
+            return tb, yb, s_b, crossing, any_crossing, found, yc, keep_kinks, kinks_b - kinks_a
+
+        tb, yb, s_b, crossing, any_crossing, found, yc, keep_kinks, dt_kinks = over(tb, yb)
         # the smooth piece's error and the kinks' are controlled each with its own order: the
         # step size proposed for an error ∝ h^q scales like err^(−1/q)
         keep_smooth, smooth_a, smooth_b, _, cstate, _ = controller.adapt_step_size(
             ta, tb, ya, yc, piece, y_err, error_order, state.controller_state
         )
-        keep_kinks, kinks_a, kinks_b, _, _, _ = controller.adapt_step_size(
-            ta, tb, ya, yc, piece, kink_err, _KINK_ORDER, state.controller_state
+        dt_smooth = smooth_b - smooth_a
+        # a step good for the smooth piece but not for its kinks (or with more crossings than
+        # the buffer holds) is *shortened*, not rejected: it ends at the kinks' proposal (or at
+        # the split) on the dense output, whose error the passed estimate bounds, and its kinks
+        # are re-located and re-tested there; a step whose shortened end would come before the
+        # first crossing falls back to the exact path below instead
+        t_split = found[5]
+        t_short = jnp.minimum(ta + dt_kinks, t_split)
+        shorten = (
+            any_crossing & keep_smooth & (~keep_kinks | jnp.isfinite(t_split))
+            & (t_short > jnp.min(found[1])) & (t_short < tb)
         )
-        dt_smooth, dt_kinks = smooth_b - smooth_a, kinks_b - kinks_a
+        tb, yb, s_b, crossing, any_crossing, found, yc, keep_kinks, dt_kinks = jax.lax.cond(
+            shorten,
+            lambda: over(t_short, interp.evaluate(t_short)),
+            lambda: (tb, yb, s_b, crossing, any_crossing, found, yc, keep_kinks, dt_kinks),
+        )
+        counts["num_steps_shortened"] += shorten.astype(jnp.int32)
+        tau_k, tau_frozen, delta, kink_err, moved, t_split = found
+        # ∇L evaluations of the jvps: a linearisation at t_a with 3 + B tangents, one jvp at t_b
+        counts["extra_grad_evals"] += (6 + B) * (any_crossing + shorten).astype(jnp.int32)
         keep = keep_smooth & keep_kinks
-        # a step good for the smooth piece but not for the kinks is cut at its first crossing and
-        # re-taken (the exact path) with the smooth piece's step size, unless a step shorter than
-        # the smooth one but past that crossing is predicted to pass on the kinks' error
+        # a step good for the smooth piece but not for the kinks, even shortened, is cut at its
+        # first crossing (the exact path) and the smooth piece's step size kept, unless a step
+        # shorter than the smooth one but past that crossing is predicted to pass on the kinks'
+        # error
         fall_back = any_crossing & keep_smooth & ~keep_kinks & (ta + dt_kinks <= jnp.min(tau_frozen))
         keep = keep | fall_back
         dt_next = jnp.where(fall_back, dt_smooth, jnp.minimum(dt_smooth, dt_kinks))
@@ -549,8 +580,8 @@ def integrate(
             tau_user, _ = locate(fires, lambda t: sign * user_value(interp.evaluate(t)))
         # the dense output is exact up to the first crossing only: cut there before other events
         other = jnp.isfinite(tau_exit) | jnp.isfinite(tau_user)
-        # where a crossing needs a decision the step is cut at its first crossing, so that the
-        # re-taken step is exact up to the cut
+        # where a crossing needs a decision the step is cut at its first crossing, where the
+        # frozen dense output is still the flow
         cut = keep & (jnp.any(stuck) | (any_crossing & other) | fall_back)
         tau_cross = jnp.where(cut, jnp.min(tau_frozen), jnp.inf)
         tau = jnp.minimum(jnp.minimum(tau_cross, tau_exit), tau_user)
@@ -564,16 +595,25 @@ def integrate(
             jnp.argmin(tau_frozen),
             jnp.argmin(jnp.where(viol_exit, exit_margin(alpha_b), jnp.inf)),
         )
-        # an event at the step's start is handled at once; a later one by re-taking the step to it
-        # (the dense output's error is not controlled, the step's is)
+        # an event at the step's start is handled at once. A crossing that needs a decision is
+        # reached on the step's dense output: with no crossing before it, the frozen dense output
+        # is the flow there, as accurate as the step whose error estimate passed. A sliding exit
+        # or a user event is reached by re-taking the step to it.
         immediate = (found_kind > 0) & (tau <= ta + time_tol)
         retake = (found_kind > 0) & ~immediate
+        cut_here = retake & (found_kind == _CROSS)
+        retake = retake & ~cut_here
         advance = keep & ~retake & ~immediate
+        tb = jnp.where(cut_here, tau, tb)
+        yc = jnp.where(cut_here, interp.evaluate(tb), yc)
+        crossing = crossing & ~cut_here
+        any_crossing = any_crossing & ~cut_here
+        flipped = pattern ^ crossing
 
         # --- handle the event: which side of the surface, or onto it
-        at_pending = advance & pending_here
-        handle = at_pending | immediate
-        kind = jnp.where(at_pending, state.pending_kind, jnp.where(immediate, found_kind, 0))
+        at_pending = advance & pending_here & ~cut_here
+        handle = at_pending | immediate | cut_here
+        kind = jnp.where(at_pending, state.pending_kind, jnp.where(immediate | cut_here, found_kind, 0))
         k = jnp.where(at_pending, state.pending_k, k_found)
         y_ev = jnp.where(advance, yc, ya)
         base = jnp.where(advance, flipped, pattern)
@@ -624,7 +664,8 @@ def integrate(
         counts["sliding_overflow"] += (is_cross & attractive & ~has_room).astype(jnp.int32)
         counts["max_sliding"] = jnp.maximum(counts["max_sliding"], jnp.sum(new_sliding >= 0))
 
-        # --- the step's outcome; a step cut at an event counts as rejected and is re-taken
+        # --- the step's outcome; a step cut at an exit or a user event counts as rejected and
+        # is re-taken
         counts["num_accepted_steps"] += advance.astype(jnp.int32)
         counts["num_rejected_steps"] += (~advance).astype(jnp.int32)
         t_new = jnp.where(advance, tb, ta)
