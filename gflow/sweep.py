@@ -75,8 +75,27 @@ SOLVE = {  # [solve] table: name → (types, check, reason, default)
     "solver": (_STR, lambda v: True, "", "tsit5"),
     "rtol": (_FLOAT, lambda v: 0 < v < 1, "must lie in (0, 1)", 1e-6),
     "max_steps": (_INT, lambda v: v >= 1, "must be a positive integer", 100_000),
-    "lanes": (_INT, lambda v: v >= 1, "must be a positive integer", 16),
+    "lanes": (
+        (int, str), lambda v: v == "auto" or (isinstance(v, int) and v >= 1),
+        "must be a positive integer or 'auto'", "auto",
+    ),
 }
+
+# lanes="auto": the pool width on an accelerator. On a CPU a lane costs as much as one solve's
+# step once the vector field is compute-bound (docs/sweeps.md: flat lane-steps per second for
+# 1–8 lanes at n = 200, d = 50, width 100), so there the cores are the parallelism: one lane per
+# chunk and one single-point chunk per worker thread at a time.
+ACCELERATOR_LANES = 16
+
+
+def lanes(spec: "Spec") -> int:
+    """The pool width of `spec`'s chunks: `spec.lanes`, or for "auto" 1 on a CPU backend and
+    `ACCELERATOR_LANES` on a GPU/TPU."""
+    if spec.lanes != "auto":
+        return spec.lanes
+    import jax
+
+    return 1 if jax.default_backend() == "cpu" else ACCELERATOR_LANES
 
 
 def _check_value(where, key, value, types, check, reason):
@@ -101,7 +120,8 @@ def _check_setting(where, key, value):
 class Spec:
     """A sweep: the grid `axes` (name → list of values; the grid is their product, in order),
     `fixed` settings shared by every point, the solve settings (`t1`, `num_saves` save times
-    evenly spaced in [0, t1], `solver`, `rtol`, `max_steps`, `lanes` = pool width), and
+    evenly spaced in [0, t1], `solver`, `rtol`, `max_steps`, `lanes` = pool width or "auto",
+    see `lanes`), and
     `problem`: a function `point_dict → Problem`, or a name: one of `PROBLEMS` or
     "package.module:function". A problem function may declare `parameters` (a set of the names
     it accepts); other names are then rejected.
@@ -115,7 +135,7 @@ class Spec:
     solver: str = SOLVE["solver"][3]
     rtol: float = SOLVE["rtol"][3]
     max_steps: int = SOLVE["max_steps"][3]
-    lanes: int = SOLVE["lanes"][3]
+    lanes: int | str = SOLVE["lanes"][3]
 
     def __post_init__(self):
         validate(self)
@@ -363,7 +383,10 @@ def pilot_costs(spec: Spec, looser: float = 100.0) -> np.ndarray:
 
 def _chunk_size(spec, chunk_size):
     if chunk_size is None:
-        return 4 * spec.lanes  # enough pending points to keep the lanes refilled
+        # a pool refills its lanes from its chunk, so it needs a few points per lane; a single
+        # lane has nothing to refill, and single points keep the workers evenly loaded
+        width = lanes(spec)
+        return 1 if width == 1 else 4 * width
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     return chunk_size
@@ -418,7 +441,7 @@ def solve_chunk(spec: Spec, indices: list[int], pad_to: int) -> dict[str, np.nda
         observables=dict(first.observables),
         event=first.event,
         max_steps=spec.max_steps,
-        lanes=spec.lanes,
+        lanes=lanes(spec),
     )
     jax.block_until_ready(traj)
     wall = time.perf_counter() - start
@@ -602,8 +625,8 @@ def run(
     - `executor`: "local" (this process) or "dask" (chunks submitted to a
       `distributed.Client` at `address`, or a 2-worker `LocalCluster` when `address` is None;
       a chunk whose worker dies is retried up to `retries` times).
-    - `chunk_size`: grid points per chunk (default 4 × `spec.lanes`); an interruption loses at
-      most the chunks in flight. Results do not depend on it.
+    - `chunk_size`: grid points per chunk (default 4 × the pool width, or 1 for a single
+      lane); an interruption loses at most the chunks in flight. Results do not depend on it.
     - `progress`: tqdm bar over points with failures and ETA, and a one-line summary.
     - `resume`: skip chunks already in `out/chunks` (the directory must hold the same spec and
       chunk size); False starts over.

@@ -125,6 +125,16 @@ def test_chunk_sizes_and_workers_give_identical_results(local2, tmp_path):
         sweep.run(linear_spec(), out=tmp_path, chunk_size=2, progress=False, workers=0)
 
 
+def test_auto_lanes_on_cpu_are_single_point_chunks_with_identical_results(local2, tmp_path):
+    # on a CPU the cores are the parallelism: lanes="auto" is one lane and one point per chunk
+    auto = dataclasses.replace(linear_spec(), lanes="auto")
+    assert sweep.lanes(auto) == 1 and sweep.plan(auto) == [[i] for i in range(6)]
+    ds = sweep.run(auto, out=tmp_path, progress=False)
+    assert ds.sizes["chunk"] == 6 and set(ds["chunk_lanes"].values) == {1}
+    # the same numbers (the attributes differ: they hold the spec, lanes included)
+    _results(ds).equals(_results(local2)) or pytest.fail("lanes auto and 2 differ")
+
+
 def test_zarr_output_reads_back_as_netcdf(local2, tmp_path):
     out = tmp_path / "sweep.zarr"  # the suffix selects zarr
     ds = sweep.run(linear_spec(), out=out, chunk_size=2, progress=False)
@@ -185,6 +195,7 @@ def test_load_spec(tmp_path):
         (("[axes]", "colour = 3\n[axes]"), "unknown key 'colour'"),
         (("width = 3", "width = 3\nheight = 2"), "unknown key 'height'"),
         (("lanes = 2", "lanes = 2.5"), "'lanes' must be of type int"),
+        (("lanes = 2", "lanes = \"fast\""), "'lanes' must be a positive integer or 'auto'"),
         (("width = 3", "width = \"3\""), "'width' must be of type int"),
         (("seed = [0, 1, 2, 3]", "seed = []"), "'seed' is empty"),
         (("mu = [0.3, 0.6]", "mu = [0.3, 1.5]"), r"'mu' must lie in \(0, 1\]"),
