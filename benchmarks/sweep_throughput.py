@@ -5,8 +5,9 @@ For each grid it times (warm: an untimed run to t1/1000 first compiles the same 
 - `loop`:  a Python loop of the jitted `gflow.simulate`, one point after another;
 - `vmap`:  `jax.jit(jax.vmap(simulate))` per group of equal shapes (all lanes in lockstep until
   the slowest is done);
-- `sweep`: `gflow.sweep.run` (continuous batching, `--lanes` lanes per chunk, each group split
-  into `--workers` chunks solved on as many threads), including its planning and file writes;
+- `sweep`: `gflow.sweep.run` with `--workers` threads, `--lanes` lanes per chunk and `--chunk`
+  points per chunk (default: gflow's defaults, lanes="auto": on a CPU one lane and one point per
+  chunk), including its planning and file writes;
 - `balanced`: the same with `balance=True` (a pilot solve at 100× the rtol orders the points by
   cost: longest first, into the least loaded chunk), the pilot included in the time.
 
@@ -125,8 +126,9 @@ def run_vmap(spec, ts):
     return final, steps, efficiency
 
 
-def run_sweep(spec, ts, out, workers, balance):
-    chunk = math.ceil(max(map(len, sweep.groups(spec))) / workers)
+def run_sweep(spec, ts, out, workers, balance, chunk):
+    if chunk == 0:  # one chunk per worker and group (the layout used before lanes="auto")
+        chunk = math.ceil(max(map(len, sweep.groups(spec))) / workers)
     ds = sweep.run(spec, out=out, chunk_size=chunk, progress=False, resume=False, workers=workers,
                    balance=balance)
     final = ds["loss"].isel(time=-1).values.ravel()
@@ -149,7 +151,10 @@ def main(argv=None):
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="small problems, a few minutes")
     size.add_argument("--full", action="store_true", help="the issue's sizes (the default)")
-    parser.add_argument("--lanes", type=int, default=8, help="pool width of each sweep chunk")
+    parser.add_argument("--lanes", type=lambda v: v if v == "auto" else int(v), default="auto",
+                        help="pool width of each sweep chunk (default: gflow's 'auto')")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="points per chunk (default: gflow's; 0: one chunk per worker and group)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="sweep threads")
     parser.add_argument("--grids", default="init16,grid444,mixed")
     parser.add_argument("--skip-vmap", action="store_true", help="do not time the vmap (NaN)")
@@ -158,7 +163,7 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=Path("results/sweep_throughput.json"))
     args = parser.parse_args(argv)
     report = {"quick": args.quick, "skip_vmap": args.skip_vmap, "skip_balanced": args.skip_balanced,
-              "lanes": args.lanes, "workers": args.workers, "device": str(jax.devices()[0]),
+              "lanes": args.lanes, "chunk": args.chunk, "workers": args.workers, "device": str(jax.devices()[0]),
               "cpu_count": os.cpu_count(), "grids": {}}
     table = grids(args.quick)
     for name in args.grids.split(","):
@@ -172,7 +177,7 @@ def main(argv=None):
         sweeps = {}
         for balance in (False, True)[: 1 if args.skip_balanced else 2]:
             with tempfile.TemporaryDirectory() as tmp:
-                sweeps[balance] = timed(run_sweep, spec, Path(tmp), args.workers, balance)
+                sweeps[balance] = timed(run_sweep, spec, Path(tmp), args.workers, balance, args.chunk)
         t_sweep, c_sweep, (loss_sweep, sweep_eff, sweep_steps, sweep_chunk_wall) = sweeps[False]
         t_bal, c_bal, (loss_bal, bal_eff, bal_steps, bal_chunk_wall) = sweeps.get(True, sweeps[False])
         ref = np.array([loss_loop[i] for i in sorted(loss_loop)])
