@@ -517,8 +517,9 @@ def integrate(
         )
         counts["num_steps_shortened"] += shorten.astype(jnp.int32)
         tau_k, tau_frozen, delta, kink_err, moved, t_split = found
-        # ∇L evaluations of the jvps: a linearisation at t_a with 3 + B tangents, one jvp at t_b
-        counts["extra_grad_evals"] += (6 + B) * (any_crossing + shorten).astype(jnp.int32)
+        # ∇L evaluations of the jvps: a linearisation at t_a with 3 + B tangents, one jvp at t_b,
+        # once more for a shortened step
+        counts["extra_grad_evals"] += (6 + B) * (any_crossing.astype(jnp.int32) + shorten.astype(jnp.int32))
         keep = keep_smooth & keep_kinks
         # a step good for the smooth piece but not for the kinks, even shortened, is cut at its
         # first crossing (the exact path) and the smooth piece's step size kept, unless a step
