@@ -81,10 +81,10 @@ SOLVE = {  # [solve] table: name → (types, check, reason, default)
     ),
 }
 
-# lanes="auto": the pool width on an accelerator. On a CPU a lane costs as much as one solve's
-# step once the vector field is compute-bound (docs/sweeps.md: flat lane-steps per second for
-# 1–8 lanes at n = 200, d = 50, width 100), so there the cores are the parallelism: one lane per
-# chunk and one single-point chunk per worker thread at a time.
+# lanes="auto" is ACCELERATOR_LANES on a GPU/TPU and 1 on a CPU: there a lane costs as much as
+# one solve's step once the vector field is compute-bound (docs/sweeps.md: flat lane-steps per
+# second for 1–8 lanes at n = 200, d = 50, width 100), so the cores are the parallelism: one
+# lane per chunk and one single-point chunk per worker thread at a time.
 ACCELERATOR_LANES = 16
 
 
