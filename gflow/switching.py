@@ -157,6 +157,17 @@ class _Geometry(eqx.Module):
         return self.gram_pinv @ (self.normals @ u)
 
 
+class _Kinks(eqx.Module):
+    """The crossings of one step and its kink correction (`kinks` in `integrate`)."""
+
+    tau: jax.Array  # crossing times with the jumps' coupling (inf: no crossing)
+    tau_frozen: jax.Array  # crossing times on the frozen dense output
+    delta: jax.Array  # the kink correction of the step's end state
+    error: jax.Array  # its error estimate, ∝ u²
+    moved: jax.Array  # crossings pushed out of the step by another's jump
+    t_split: jax.Array  # where a step with more than B crossings is split (inf: none)
+
+
 class _State(eqx.Module):
     t: jax.Array
     y: jax.Array
@@ -447,12 +458,12 @@ def integrate(
         _, q_b = jax.jvp(lambda z, q: piece_field(tb, z, (q, geo)), (yb, p), (v, c_b))
         delta = q_a + q_b
         error = jnp.abs(delta - first) + jnp.abs(jumps).T @ tau_err
-        return tau, tau0, delta, error, moved, t_split
+        return _Kinks(tau, tau0, delta, error, moved, t_split)
 
     def no_kinks(*_):
         zeros = jnp.zeros_like(y0)
         never = jnp.full(K, jnp.inf, dtype)
-        return never, never, zeros, zeros, jnp.zeros(K, bool), jnp.asarray(jnp.inf, dtype)
+        return _Kinks(never, never, zeros, zeros, jnp.zeros(K, bool), jnp.asarray(jnp.inf, dtype))
 
     def step(state: _State) -> _State:
         counts = dict(state.counts)
@@ -486,9 +497,9 @@ def integrate(
             found = jax.lax.cond(
                 any_crossing, kinks, no_kinks, ta, tb, ya, yb, s_a, s_b, interp, pattern, crossing, piece
             )
-            yc = yb + found[2]
+            yc = yb + found.delta
             keep_kinks, kinks_a, kinks_b, _, _, _ = controller.adapt_step_size(
-                ta, tb, ya, yc, piece, found[3], _KINK_ORDER, state.controller_state
+                ta, tb, ya, yc, piece, found.error, _KINK_ORDER, state.controller_state
             )
             return tb, yb, s_b, crossing, any_crossing, found, yc, keep_kinks, kinks_b - kinks_a
 
@@ -504,11 +515,10 @@ def integrate(
         # the split) on the dense output, whose error the passed estimate bounds, and its kinks
         # are re-located and re-tested there; a step whose shortened end would come before the
         # first crossing falls back to the exact path below instead
-        t_split = found[5]
-        t_short = jnp.minimum(ta + dt_kinks, t_split)
+        t_short = jnp.minimum(ta + dt_kinks, found.t_split)
         shorten = (
-            any_crossing & keep_smooth & (~keep_kinks | jnp.isfinite(t_split))
-            & (t_short > jnp.min(found[1])) & (t_short < tb)
+            any_crossing & keep_smooth & (~keep_kinks | jnp.isfinite(found.t_split))
+            & (t_short > jnp.min(found.tau_frozen)) & (t_short < tb)
         )
         tb, yb, s_b, crossing, any_crossing, found, yc, keep_kinks, dt_kinks = jax.lax.cond(
             shorten,
@@ -516,7 +526,7 @@ def integrate(
             lambda: (tb, yb, s_b, crossing, any_crossing, found, yc, keep_kinks, dt_kinks),
         )
         counts["num_steps_shortened"] += shorten.astype(jnp.int32)
-        tau_k, tau_frozen, delta, kink_err, moved, t_split = found
+        tau_k, tau_frozen, moved, t_split = found.tau, found.tau_frozen, found.moved, found.t_split
         # ∇L evaluations of the jvps: a linearisation at t_a with 3 + B tangents, one jvp at t_b,
         # once more for a shortened step
         counts["extra_grad_evals"] += (6 + B) * (any_crossing.astype(jnp.int32) + shorten.astype(jnp.int32))

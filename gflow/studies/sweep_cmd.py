@@ -17,7 +17,7 @@ def register(subparsers):
     p.add_argument("--address", default=None, help="Dask scheduler address (default: LocalCluster)")
     p.add_argument("--workers", type=int, default=None,
                    help="chunks solved at once on threads by the local executor (default: cores)")
-    p.add_argument("--chunk-size", type=int, default=None, help="points per chunk (default 4 × lanes)")
+    p.add_argument("--chunk-size", type=int, default=None, help="points per chunk (default 4 × lanes, or 1 with one lane)")
     p.add_argument("--format", choices=("netcdf", "zarr"), default=None,
                    help="dataset format (default: zarr if DIR ends in .zarr, else netCDF)")
     p.add_argument("--balance", action="store_true",
