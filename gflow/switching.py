@@ -94,13 +94,24 @@ class Switching(eqx.Module):
     - `max_sliding`: how many surfaces may slide at once (a static buffer size). When it is
       full, further sliding surfaces are crossed instead (counted in stats["sliding_overflow"]).
     - `max_crossings`: how many crossings one step may step over (a static buffer size; costs
-      one jvp each per step with crossings). A step with more is split before the next one.
+      one jump ∂F/∂p_k each per step with crossings). A step with more is split before the
+      next one.
+    - `jump`: optional, J(θ, p, k) (or J(θ, p, k, args)) = ∂F/∂p_k with F = −∇_θ L(θ, p), a
+      pytree like θ, for one flat index k of s: the jump of the field across surface k. None
+      computes it as a Jacobian-vector product in p, which costs about one gradient per crossing
+      (a dense pass for a one-hot tangent); a closed form is much cheaper where the surfaces are
+      local (a ReLU pre-activation touches one neuron).
+    - `surface`: optional, s_k(θ) (or s_k(θ, args)) for one flat index k: a single switching
+      function, for the crossings' coupling n_k·ΔF_m and the sliding normals ∇s_k. None
+      evaluates all of s(θ) (K of them) and picks entry k.
     """
 
     surfaces: Callable = eqx.field(static=True)
     objective: Callable = eqx.field(static=True)
     max_sliding: int = eqx.field(static=True, default=32)
-    max_crossings: int = eqx.field(static=True, default=16)
+    max_crossings: int = eqx.field(static=True, default=32)
+    jump: Callable | None = eqx.field(static=True, default=None)
+    surface: Callable | None = eqx.field(static=True, default=None)
 
 
 def activation_slopes(activation) -> tuple[float, float]:
@@ -128,7 +139,16 @@ def _two_layer_activation(apply_fn):
 def for_objective(apply_fn, loss, X, y, reduce) -> Switching | None:
     """The `Switching` of L(θ) = reduce_i ℓ(f(θ, x_i), y_i) when f is `models.two_layer` with a
     piecewise-linear activation: surfaces s = X Wᵀ (shape (n, h)) and the frozen-pattern net
-    f_p = (X Wᵀ ⊙ σ'(p)) v with σ'(p) = σ'₋ + p (σ'₊ − σ'₋). None for any other model."""
+    f_p = (X Wᵀ ⊙ σ'(p)) v with σ'(p) = σ'₋ + p (σ'₊ − σ'₋). None for any other model.
+
+    The jump across s_ij = x_iᵀw_j in closed form: with a = σ'(p), Δa = σ'₊ − σ'₋, g_i = ∂R/∂f_i
+    and h_i = ∂²R/∂f_i² for R(f) = reduce_i ℓ(f_i, y_i) (ℓ elementwise), and c = Δa s_ij v_j
+    = ∂f_i/∂p_ij,
+
+        ∂F_{w_j'}/∂p_ij = −(δ_jj' g_i Δa v_j + h_i c a_ij' v_j') x_i,
+        ∂F_{v_j'}/∂p_ij = −(δ_jj' g_i Δa s_ij + h_i c a_ij' s_ij'),
+
+    O(h d) per crossing instead of a dense pass over the data."""
     activation = _two_layer_activation(apply_fn)
     if activation is None:
         return None
@@ -137,11 +157,29 @@ def for_objective(apply_fn, loss, X, y, reduce) -> Switching | None:
     def surfaces(params):
         return X @ params["W"].T
 
-    def objective(params, pattern):
+    def net(params, pattern):
         slope = down + pattern * (up - down)
-        return reduce(loss((surfaces(params) * slope) @ params["v"], y))
+        return (surfaces(params) * slope) @ params["v"], slope
 
-    return Switching(surfaces=surfaces, objective=objective)
+    def objective(params, pattern):
+        return reduce(loss(net(params, pattern)[0], y))
+
+    def jump(params, pattern, k):
+        W, v = params["W"], params["v"]
+        i, j = jnp.divmod(k, W.shape[0])
+        f, slope = net(params, pattern)
+        R = lambda f: reduce(loss(f, y))
+        g, h = jax.jvp(jax.grad(R), (f,), (jnp.ones_like(f),))  # h: the diagonal for elementwise ℓ
+        s_i = X[i] @ W.T
+        c = (up - down) * s_i[j] * v[j]
+        own = jnp.zeros_like(v).at[j].set(g[i] * (up - down))
+        return {"W": -jnp.outer(own * v + h[i] * c * slope[i] * v, X[i]), "v": -(own * s_i + h[i] * c * slope[i] * s_i)}
+
+    def surface(params, k):
+        i, j = jnp.divmod(k, params["W"].shape[0])
+        return X[i] @ params["W"][j]
+
+    return Switching(surfaces=surfaces, objective=objective, jump=jump, surface=surface)
 
 
 class _Geometry(eqx.Module):
@@ -149,9 +187,11 @@ class _Geometry(eqx.Module):
 
     normals: jax.Array
     gram_pinv: jax.Array
+    sliding: jax.Array  # whether any surface slides (else N = 0 and Π is the identity)
 
     def project(self, u):
-        return u - self.normals.T @ (self.gram_pinv @ (self.normals @ u))
+        # skipped while nothing slides: N u and Nᵀ(·) cost 4 M D flops per vector
+        return jax.lax.cond(self.sliding, lambda: u - self.normals.T @ (self.gram_pinv @ (self.normals @ u)), lambda: u)
 
     def coordinates(self, u):
         return self.gram_pinv @ (self.normals @ u)
@@ -192,6 +232,9 @@ _CROSS, _EXIT, _USER = 1, 2, 3
 
 # the kink correction's error estimate scales like u² (u: time from a crossing to the step's end)
 _KINK_ORDER = 2
+
+# the share of the crossing buffer (`max_crossings`) a step is sized to fill
+_BUFFER_FILL = 0.75
 
 # Chebyshev–Lobatto points of [−1, 1] and the map from values there to monomial coefficients:
 # the polynomial through them reproduces any dense output of degree ≤ 7 (Tsit5 4, Dopri8 7)
@@ -237,6 +280,26 @@ def _root(fn, a, b, tol, max_iter=200):
 
     a, fa, b, fb, _, it = jax.lax.while_loop(cond, body, (a, fa, b, fb, jnp.asarray(0), jnp.asarray(0)))
     return jnp.where(fa > 0, b, a), it + 2
+
+
+def _earliest(values, count, few):
+    """The `count` smallest entries of `values` in ascending order and their indices, an index
+    len(values) marking a slot left empty (value inf). On a CPU `lax.top_k` sorts all K entries;
+    when at most `few` (static) entries are finite they are gathered first and only they sorted."""
+    K = values.shape[0]
+    finite = jnp.isfinite(values)
+
+    def gathered():
+        index = jnp.nonzero(finite, size=few, fill_value=K)[0]
+        neg, pick = jax.lax.top_k(-values.at[index].get(mode="fill", fill_value=jnp.inf), count)
+        return -neg, index[pick].astype(jnp.int32)
+
+    def all_sorted():
+        neg, index = jax.lax.top_k(-values, count)
+        return -neg, index
+
+    value, index = jax.lax.cond(jnp.sum(finite) <= few, gathered, all_sorted)
+    return value, jnp.where(jnp.isfinite(value), index, K)
 
 
 @eqx.filter_jit
@@ -289,17 +352,41 @@ def integrate(
         # −∇_θ L(θ, p): the smooth field of the piece selected by the (relaxed) pattern p
         return -jax.grad(lambda z: call(switching.objective, z, p.reshape(s_shape)))(y)
 
+    def surface_normals(y, ks):
+        # ∇s_k (len(ks), D)
+        if switching.surface is None:
+            _, vjp = jax.vjp(surfaces, y)
+            return jax.vmap(lambda k: vjp(jax.nn.one_hot(k, K, dtype=dtype))[0])(ks)
+        return jax.vmap(lambda k: jax.grad(lambda z: call(switching.surface, z, k))(y))(ks)
+
+    def jump_fields(y, p, geo, ks, field_in_p):
+        # ∂F/∂p_k (len(ks), D) of the piece's (projected) field; field_in_p: its linearisation in p
+        if switching.jump is None:
+            return jax.vmap(field_in_p)(jax.nn.one_hot(ks, K, dtype=dtype))
+        one = lambda k: ravel_pytree(call(switching.jump, y, p.reshape(s_shape), k))[0]
+        return jax.vmap(lambda k: geo.project(one(k)))(ks)
+
+    def couplings(y, ks, fields):
+        # n_k·u_m = ∇s_k(y)·u_m for k in ks (rows) and the vectors u_m of `fields` (columns)
+        if switching.surface is None:
+            return jax.vmap(lambda u: jax.jvp(surfaces, (y,), (u,))[1][ks])(fields).T
+
+        def row(k):
+            along = lambda u: jax.jvp(lambda z: call(switching.surface, z, k), (y,), (u,))[1]
+            return jax.vmap(along)(fields)
+
+        return jax.vmap(row)(ks)
+
     def geometry(y, sliding):
         def sliding_geometry():
             valid = sliding >= 0
-            cot = jax.nn.one_hot(jnp.where(valid, sliding, 0), K, dtype=dtype) * valid[:, None]
-            _, vjp = jax.vjp(surfaces, y)
-            normals = jax.vmap(lambda c: vjp(c)[0])(cot)
+            normals = surface_normals(y, jnp.where(valid, sliding, 0)) * valid[:, None]
             return normals, jnp.linalg.pinv(normals @ normals.T, hermitian=True)
 
         # M vjps and a pseudo-inverse cost ~10 gradients: skipped while nothing slides
         nothing = (jnp.zeros((M, y.shape[0]), dtype), jnp.zeros((M, M), dtype))
-        return _Geometry(*jax.lax.cond(jnp.any(sliding >= 0), sliding_geometry, lambda: nothing))
+        any_sliding = jnp.any(sliding >= 0)
+        return _Geometry(*jax.lax.cond(any_sliding, sliding_geometry, lambda: nothing), any_sliding)
 
     def relaxed(pattern, sliding, value):
         # the pattern as floats with every sliding surface's p set to `value`
@@ -385,6 +472,7 @@ def integrate(
         frozen-pattern step, with the error estimate of its first-order part."""
         h = tb - ta
         p, geo = piece
+        few = min(K, 8 * (B + 1))  # crossings ranked without sorting all K surfaces (`_earliest`)
         # s(y(t)) on the step's dense output as a polynomial in x ∈ [−1, 1] (exact for affine s)
         nodes = jnp.asarray(_NODES, dtype)
         inner = jax.vmap(lambda x: surfaces(interp.evaluate(ta + 0.5 * (x + 1) * h)))(nodes[1:-1])
@@ -406,16 +494,17 @@ def integrate(
         v_hi = jnp.take_along_axis(values, right[None], axis=0)[0]
         weight = jnp.clip(v_lo / jnp.where(v_lo == v_hi, 1.0, v_lo - v_hi), 0.0, 1.0)
         x_lin = jnp.where(start_old, nodes[last] + weight * (nodes[right] - nodes[last]), -1.0)
-        _, candidates = jax.lax.top_k(jnp.where(crossing, -x_lin, -jnp.inf), min(B + 1, K))
+        x_first, candidates = _earliest(jnp.where(crossing, x_lin, jnp.inf), min(B + 1, K), few)
+        inside = jnp.minimum(candidates, K - 1)  # for gathers; candidates == K marks an empty slot
 
         def lane(c, sg, j, active):
             value = lambda x: jnp.where(active, sg * jnp.polyval(c[::-1], x), -1.0)
             right = nodes[jnp.minimum(j + 1, len(_NODES) - 1)]
             return _root(value, nodes[j], right, 2 * time_tol / h)[0]
 
-        exact = (crossing & start_old)[candidates]
-        x_exact = jax.vmap(lane)(coeffs.T[candidates], sign[candidates], last[candidates], exact)
-        x_root = x_lin.at[candidates].set(jnp.where(exact, x_exact, x_lin[candidates]))
+        exact = jnp.isfinite(x_first) & start_old[inside]
+        x_exact = jax.vmap(lane)(coeffs.T[inside], sign[inside], last[inside], exact)
+        x_root = x_lin.at[candidates].set(jnp.where(exact, x_exact, x_lin[inside]), mode="drop")
         dp = jnp.where(crossing, -sign, 0.0)
         _, at_a = jax.linearize(lambda q: piece_field(ta, ya, (q, geo)), p)
 
@@ -423,15 +512,16 @@ def integrate(
         # neuron): s_k(τ) + Σ_m (τ − τ_m)⁺ n_k·ΔF_m = 0, solved for the B earliest crossings by
         # two fixed-point sweeps; the second sweep's change is the error estimate of the times
         tau0 = jnp.where(crossing, ta + 0.5 * (x_root + 1) * h, jnp.inf)
-        order = jnp.argsort(tau0)[:B]
-        valid = jnp.isfinite(tau0[order])
-        jumps = jax.vmap(at_a)(jax.nn.one_hot(order, K, dtype=dtype) * (dp[order] * valid)[:, None])
-        coupling = jax.vmap(lambda q: jax.jvp(surfaces, (ya,), (q,))[1][order])(jumps).T
+        earliest, order = _earliest(tau0, min(B + 1, K), few)
+        valid, order = jnp.isfinite(earliest[:B]), order[:B]
+        at = jnp.minimum(order, K - 1)  # for gathers; masked by `valid`
+        jumps = jump_fields(ya, p, geo, at, at_a) * (dp[at] * valid)[:, None]
+        coupling = couplings(ya, at, jumps)
         coupling = coupling * (1 - jnp.eye(B, dtype=dtype))  # n_k·ΔF_m for m ≠ k
-        slope = jax.vmap(lambda c, x: jnp.polyval(jnp.polyder(c[::-1]), x))(coeffs.T[order], x_root[order]) * 2 / h
+        slope = jax.vmap(lambda c, x: jnp.polyval(jnp.polyder(c[::-1]), x))(coeffs.T[at], x_root[at]) * 2 / h
         slope = jnp.where(valid, slope, 1.0)
 
-        start = jnp.where(valid, tau0[order], ta)
+        start = jnp.where(valid, earliest[:B], ta)
 
         def sweep(t):
             lag = jnp.maximum(t[:, None] - t[None, :], 0.0) * valid[None, :]
@@ -440,7 +530,7 @@ def integrate(
         first_sweep = sweep(start)
         second_sweep = sweep(first_sweep)
         tau_err = jnp.where(valid, jnp.abs(second_sweep - first_sweep), 0.0)
-        tau = tau0.at[order].set(jnp.where(valid, second_sweep, jnp.inf))
+        tau = tau0.at[order].set(jnp.where(valid, second_sweep, jnp.inf), mode="drop")
         # a crossing pushed out of the step by another's jump needs a decision: cut there
         moved = crossing & ((tau < ta) | (tau > tb))
         tau = jnp.where(crossing, jnp.clip(tau, ta, tb), jnp.inf)
@@ -449,7 +539,7 @@ def integrate(
         # more than B crossings: the step is split between the B-th and the next one
         t_split = jnp.asarray(jnp.inf, dtype)
         if K > B:
-            t_split = jnp.where(jnp.sum(crossing) > B, 0.5 * (tau0[order[-1]] + jnp.sort(tau0)[B]), jnp.inf)
+            t_split = jnp.where(jnp.sum(crossing) > B, 0.5 * (earliest[B - 1] + earliest[B]), jnp.inf)
         # δ' = J δ + Σ_k H(t − τ_k) ΔF_k with ΔF_k = Δp_k ∂F/∂p_k, linear in t between ya and yb:
         # δ(tb) = Σ_k [∫_{τ_k}^{tb} ΔF_k dt + ½ u_k² J ΔF_k] + O(h³)
         c_a = dp * h * (1 - theta) ** 2 / 2
@@ -527,9 +617,11 @@ def integrate(
         )
         counts["num_steps_shortened"] += shorten.astype(jnp.int32)
         tau_k, tau_frozen, moved, t_split = found.tau, found.tau_frozen, found.moved, found.t_split
-        # ∇L evaluations of the jvps: a linearisation at t_a with 3 + B tangents, one jvp at t_b,
-        # once more for a shortened step
-        counts["extra_grad_evals"] += (6 + B) * (any_crossing.astype(jnp.int32) + shorten.astype(jnp.int32))
+        # ∇L evaluations of the jvps: a linearisation at t_a with 3 tangents (and B for the jumps
+        # unless `switching.jump` gives them, at the cost of about one), one jvp at t_b, once more
+        # for a shortened step
+        kink_evals = 6 + (B if switching.jump is None else 1)
+        counts["extra_grad_evals"] += kink_evals * (any_crossing.astype(jnp.int32) + shorten.astype(jnp.int32))
         keep = keep_smooth & keep_kinks
         # a step good for the smooth piece but not for the kinks, even shortened, is cut at its
         # first crossing (the exact path) and the smooth piece's step size kept, unless a step
@@ -542,6 +634,10 @@ def integrate(
         split = jnp.isfinite(t_split)
         keep = keep & ~split
         dt_next = jnp.where(split, jnp.minimum(dt_next, t_split - ta), dt_next)
+        # crossings arrive at a rate that changes slowly: the next step is sized to hold about
+        # _BUFFER_FILL · B of them, so that it is rarely shortened (its kinks located twice)
+        n_crossing = jnp.sum(crossing)
+        dt_next = jnp.where(n_crossing > 0, jnp.minimum(dt_next, (tb - ta) * _BUFFER_FILL * B / n_crossing), dt_next)
         flipped = pattern ^ crossing
 
         def new_side():
@@ -632,7 +728,7 @@ def integrate(
 
         def one_sided():
             # normal velocities a (p_k = 0) and b (p_k = 1) of surface k on the sliding set
-            n_k = jax.vjp(surfaces, y_ev)[1](jax.nn.one_hot(k, K, dtype=dtype))[0]
+            n_k = surface_normals(y_ev, k[None])[0]
             p = relaxed(base, sliding, 0.5)
             fa = geo.project(frozen_field(y_ev, p.at[k].set(0.0)))
             fb = geo.project(frozen_field(y_ev, p.at[k].set(1.0)))

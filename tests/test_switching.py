@@ -145,6 +145,40 @@ def test_objective_carries_switching_for_piecewise_linear_nets_only():
         np.testing.assert_allclose(_flat(grad), _flat(grad_ref), rtol=1e-12)
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("loss,reduction", [("exponential", "sum"), ("logistic", "mean"), ("square", "mean")])
+def test_closed_form_jumps_match_autodiff(activation, loss, reduction):
+    # ∂F/∂p_k in closed form (`Switching.jump`) against the Jacobian-vector product of
+    # F = −∇_θ L(θ, p) in p, at a random state and a fractional pattern; s_k alone against s
+    import functools
+
+    X, y, params0 = _problem(0)
+    L = losses.objective(functools.partial(models.two_layer, activation=activation), loss, X, y, reduction)
+    sw = L.switching
+    key = jax.random.PRNGKey(7)
+    params = jax.tree.map(lambda x: x + 0.3 * jax.random.normal(key, x.shape), params0)
+    s = sw.surfaces(params)
+    pattern = jax.random.uniform(jax.random.PRNGKey(8), s.shape)
+    field = lambda q: jax.tree.map(jnp.negative, jax.grad(sw.objective)(params, q))
+    for k in (0, 5, s.size // 2, s.size - 1):
+        tangent = jnp.zeros(s.size).at[k].set(1.0).reshape(s.shape)
+        _, ref = jax.jvp(field, (pattern,), (tangent,))
+        np.testing.assert_allclose(_flat(sw.jump(params, pattern, k)), _flat(ref), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(sw.surface(params, k), s.ravel()[k], rtol=1e-14)
+
+
+def test_closed_form_jumps_give_the_generic_solve(crossing_problem):
+    # the solve with the two-layer net's closed-form jumps and single surfaces against the same
+    # solve computing both by autodiff over all surfaces (Switching without `jump`/`surface`)
+    L, params0, ref = crossing_problem
+    generic = Switching(L.switching.surfaces, L.switching.objective)
+    fast = gflow.simulate(L, params0, 10.0, rtol=1e-8)
+    slow = gflow.simulate(L, params0, 10.0, rtol=1e-8, switching=generic)
+    assert int(fast.stats["num_crossings"]) == int(slow.stats["num_crossings"]) > 5
+    np.testing.assert_allclose(_flat(fast.final_params), _flat(slow.final_params), atol=1e-12)
+    assert int(fast.num_grad_evals) < int(slow.num_grad_evals)
+
+
 def test_smooth_objective_uses_the_plain_solve():
     import functools
 
