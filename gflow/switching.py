@@ -236,10 +236,17 @@ _KINK_ORDER = 2
 # the share of the crossing buffer (`max_crossings`) a step is sized to fill
 _BUFFER_FILL = 0.75
 
-# Chebyshev–Lobatto points of [−1, 1] and the map from values there to monomial coefficients:
-# the polynomial through them reproduces any dense output of degree ≤ 7 (Tsit5 4, Dopri8 7)
-_NODES = -np.cos(np.pi * np.arange(8) / 7)
-_FIT = np.linalg.inv(np.vander(_NODES, increasing=True))
+# the degree of each solver's dense output in t (diffrax: Tsit5's and Dopri5's are quartic,
+# Dopri8's of degree 6, Bosh3's cubic Hermite, Heun's Hermite cubic with a vanishing cubic term
+# since y₁ = y₀ + h(k₀ + k₁)/2; checked in tests/test_switching.py); 7 for any other solver
+_DENSE_DEGREE = {diffrax.Tsit5: 4, diffrax.Dopri5: 4, diffrax.Dopri8: 6, diffrax.Bosh3: 3, diffrax.Heun: 2}
+
+
+def _chebyshev_fit(degree):
+    """The degree + 1 Chebyshev–Lobatto points of [−1, 1] and the map from values there to
+    monomial coefficients: the polynomial through them reproduces any dense output of that degree."""
+    nodes = -np.cos(np.pi * np.arange(degree + 1) / degree)
+    return nodes, np.linalg.inv(np.vander(nodes, increasing=True))
 
 _COUNTS = (
     "num_steps",
@@ -467,6 +474,8 @@ def integrate(
         # from the field value already evaluated after the kinks instead of re-evaluating it
         return (jnp.asarray(False), f_start) if fsal else solver_state
 
+    node_points, node_fit = _chebyshev_fit(_DENSE_DEGREE.get(type(solver), 7))
+
     def kinks(ta, tb, ya, yb, s_a, s_b, interp, pattern, crossing, piece):
         """Crossing times τ_k of the surfaces in `crossing` and the kink correction of the
         frozen-pattern step, with the error estimate of its first-order part."""
@@ -474,22 +483,22 @@ def integrate(
         p, geo = piece
         few = min(K, 8 * (B + 1))  # crossings ranked without sorting all K surfaces (`_earliest`)
         # s(y(t)) on the step's dense output as a polynomial in x ∈ [−1, 1] (exact for affine s)
-        nodes = jnp.asarray(_NODES, dtype)
+        nodes = jnp.asarray(node_points, dtype)
         inner = jax.vmap(lambda x: surfaces(interp.evaluate(ta + 0.5 * (x + 1) * h)))(nodes[1:-1])
         values = jnp.concatenate([s_a[None], inner, s_b[None]])
-        coeffs = jnp.asarray(_FIT, dtype) @ values
+        coeffs = jnp.asarray(node_fit, dtype) @ values
         sign = jnp.where(pattern, 1.0, -1.0).astype(dtype)
         # the crossing is the last one to the new side: bracket it after the last node still on
         # the old side (a surface left at s ≈ 0 by the previous step may start on either side)
         old_side = sign * values > 0
-        last = len(_NODES) - 1 - jnp.argmax(old_side[::-1], axis=0)
+        last = len(node_points) - 1 - jnp.argmax(old_side[::-1], axis=0)
 
         start_old = jnp.any(old_side, axis=0)
         # the crossing in that bracket by linear interpolation between its nodes: it ranks the
         # crossings, and only the B + 1 earliest are located exactly (a vmapped root finder costs
         # its iterations on every lane, ~45 gradients on digits for all K = 7,200 surfaces); a
         # step with more than B crossings is split before it is kept, so none is left out
-        right = jnp.minimum(last + 1, len(_NODES) - 1)
+        right = jnp.minimum(last + 1, len(node_points) - 1)
         v_lo = jnp.take_along_axis(values, last[None], axis=0)[0]
         v_hi = jnp.take_along_axis(values, right[None], axis=0)[0]
         weight = jnp.clip(v_lo / jnp.where(v_lo == v_hi, 1.0, v_lo - v_hi), 0.0, 1.0)
@@ -499,14 +508,17 @@ def integrate(
 
         def lane(c, sg, j, active):
             value = lambda x: jnp.where(active, sg * jnp.polyval(c[::-1], x), -1.0)
-            right = nodes[jnp.minimum(j + 1, len(_NODES) - 1)]
+            right = nodes[jnp.minimum(j + 1, len(node_points) - 1)]
             return _root(value, nodes[j], right, 2 * time_tol / h)[0]
 
         exact = jnp.isfinite(x_first) & start_old[inside]
         x_exact = jax.vmap(lane)(coeffs.T[inside], sign[inside], last[inside], exact)
         x_root = x_lin.at[candidates].set(jnp.where(exact, x_exact, x_lin[inside]), mode="drop")
         dp = jnp.where(crossing, -sign, 0.0)
-        _, at_a = jax.linearize(lambda q: piece_field(ta, ya, (q, geo)), p)
+        # the piece's field is Π F(y, p) with Π linear and fixed within the step: linearise F
+        # alone (a linearised projection would carry its M × D normals as residuals)
+        _, frozen_in_p = jax.linearize(lambda q: frozen_field(ya, q), p)
+        at_a = lambda q: geo.project(frozen_in_p(q))
 
         # the jump of one crossing moves the later crossings of surfaces it pushes on (same
         # neuron): s_k(τ) + Σ_m (τ − τ_m)⁺ n_k·ΔF_m = 0, solved for the B earliest crossings by
@@ -545,7 +557,7 @@ def integrate(
         c_a = dp * h * (1 - theta) ** 2 / 2
         c_b = dp * h * (1 - theta**2) / 2
         q_a, v, first = jax.vmap(at_a)(jnp.stack([c_a, dp * u**2 / 2, dp * u]))
-        _, q_b = jax.jvp(lambda z, q: piece_field(tb, z, (q, geo)), (yb, p), (v, c_b))
+        q_b = geo.project(jax.jvp(frozen_field, (yb, p), (v, c_b))[1])
         delta = q_a + q_b
         error = jnp.abs(delta - first) + jnp.abs(jumps).T @ tau_err
         return _Kinks(tau, tau0, delta, error, moved, t_split)

@@ -179,6 +179,32 @@ def test_closed_form_jumps_give_the_generic_solve(crossing_problem):
     assert int(fast.num_grad_evals) < int(slow.num_grad_evals)
 
 
+@pytest.mark.parametrize("name", ["tsit5", "dopri5", "dopri8", "bosh3", "heun"])
+def test_crossing_nodes_reproduce_the_dense_output(name):
+    # crossings are located on s(y(t)) fitted through degree + 1 Chebyshev nodes
+    # (`_DENSE_DEGREE`): that fit must reproduce each solver's dense output between the nodes
+    import diffrax
+
+    from gflow.flow import get_solver
+    from gflow.switching import _DENSE_DEGREE, _chebyshev_fit
+
+    solver = get_solver(name)
+    term = diffrax.ODETerm(lambda t, y, args: jnp.stack([y[1], -jnp.sin(3 * y[0]) + jnp.cos(5 * t)]))
+    y0 = jnp.asarray([0.3, -0.2])
+    state = solver.init(term, 0.0, 1.7, y0, None)
+    _, _, dense, _, _ = solver.step(term, 0.0, 1.7, y0, None, state, False)
+    interp = solver.interpolation_cls(t0=0.0, t1=1.7, **dense)
+    nodes, fit = _chebyshev_fit(_DENSE_DEGREE[type(solver)])
+    at = lambda x: interp.evaluate(0.85 * (x + 1))
+    coeffs = fit @ np.stack([at(x) for x in nodes])
+    for x in np.linspace(-1, 1, 23):
+        np.testing.assert_allclose(np.polynomial.polynomial.polyval(x, coeffs), at(x), atol=1e-13)
+    # one node fewer would not: the dense output has exactly that degree
+    nodes, fit = _chebyshev_fit(_DENSE_DEGREE[type(solver)] - 1)
+    coeffs = fit @ np.stack([at(x) for x in nodes])
+    assert max(np.max(np.abs(np.polynomial.polynomial.polyval(x, coeffs) - at(x))) for x in np.linspace(-1, 1, 23)) > 1e-3
+
+
 def test_smooth_objective_uses_the_plain_solve():
     import functools
 
