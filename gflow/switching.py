@@ -14,8 +14,9 @@ the convex combinations Filippov's construction needs). With p fixed the field i
 
 1. **Crossings.** Each Runge–Kutta step uses the frozen pattern of its start. At the end of a
    step the sign of every s_k is checked against p. For every mismatch the crossing time τ_k is
-   located on the step's dense output (s along it is fitted by a degree-7 polynomial, exact for
-   affine s, and each surface's root is found at once). Transversal crossings are *stepped
+   located on the step's dense output (s along it is fitted through degree + 1 Chebyshev nodes,
+   the degree of the solver's dense output, exact for affine s, and each surface's root is found
+   at once). Transversal crossings are *stepped
    over*: with ΔF_k = Δp_k ∂F/∂p_k the jump of the field at s_k = 0 (exact there, since f does
    not depend on p_k on its own surface) and u_k = t_b − τ_k, the frozen step is corrected by
 
@@ -37,7 +38,15 @@ the convex combinations Filippov's construction needs). With p fixed the field i
    crossing is instead handled exactly: the step ends at the first crossing (on the dense
    output, which with no crossing before it is the frozen piece's flow), the side is decided
    there, and the step size chosen from the smooth piece is kept (the controller is not
-   punished for the kink).
+   punished for the kink). Crossings arrive at a slowly varying rate, so the next step is also
+   sized to hold about ¾ of `max_crossings` of them: a step split for a full buffer would locate
+   its kinks twice.
+
+   The jumps ΔF_k and the normals ∇s_k of the crossed surfaces cost one dense pass each by
+   autodiff; `Switching.jump` and `Switching.surface` give them in closed form where the
+   surfaces are local (`for_objective` does so for two-layer nets: O(h d) per crossing). On
+   issue 7's n=200, d=256, width-100 problem (9,362 crossings) this took the solve at rtol 1e-6
+   from 26 s to 4 s with the same result.
 2. **Sliding.** At a crossing of surface k, with one-sided normal velocities
    a = ∇s_k·F(p_k=0) and b = ∇s_k·F(p_k=1): a, b > 0 crosses up, a, b < 0 crosses down, and
    a > 0 > b starts sliding. On the sliding set S the Filippov field is
