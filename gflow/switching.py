@@ -583,9 +583,13 @@ def integrate(
         pattern, sliding = state.pattern, state.sliding
         any_sliding = jnp.any(sliding >= 0)
         geo = geometry(state.y, sliding)
-        # keep the state on its sliding surfaces (Newton projection; exact for linear s)
-        s_slide = jnp.where(sliding >= 0, surfaces(state.y)[jnp.maximum(sliding, 0)], 0.0)
-        ya = state.y - geo.normals.T @ (geo.gram_pinv @ s_slide)
+
+        def onto_surfaces():
+            # keep the state on its sliding surfaces (Newton projection; exact for linear s)
+            s_slide = jnp.where(sliding >= 0, surfaces(state.y)[jnp.maximum(sliding, 0)], 0.0)
+            return state.y - geo.normals.T @ (geo.gram_pinv @ s_slide)
+
+        ya = jax.lax.cond(any_sliding, onto_surfaces, lambda: state.y)
         piece = (relaxed(pattern, sliding, 0.5), geo)
         yb, y_err, dense, solver_state, _ = solver.step(
             term, ta, tb, ya, piece, state.solver_state, state.made_jump
