@@ -16,9 +16,9 @@ the convex combinations Filippov's construction needs). With p fixed the field i
    step the sign of every s_k is checked against p. For every mismatch the crossing time τ_k is
    located on the step's dense output (s along it is fitted through degree + 1 Chebyshev nodes,
    the degree of the solver's dense output, exact for affine s, and each surface's root is found
-   at once). Transversal crossings are *stepped
-   over*: with ΔF_k = Δp_k ∂F/∂p_k the jump of the field at s_k = 0 (exact there, since f does
-   not depend on p_k on its own surface) and u_k = t_b − τ_k, the frozen step is corrected by
+   at once). Transversal crossings are *stepped over*: with ΔF_k = Δp_k ∂F/∂p_k the jump of
+   the field at s_k = 0 (exact there, since f does not depend on p_k on its own surface) and
+   u_k = t_b − τ_k, the frozen step is corrected by
 
        δ = Σ_k [∫_{τ_k}^{t_b} ΔF_k dt + ½ u_k² J ΔF_k] + O(h³),
 
@@ -170,15 +170,17 @@ def for_objective(apply_fn, loss, X, y, reduce) -> Switching | None:
         slope = down + pattern * (up - down)
         return (surfaces(params) * slope) @ params["v"], slope
 
+    def risk(f):
+        return reduce(loss(f, y))
+
     def objective(params, pattern):
-        return reduce(loss(net(params, pattern)[0], y))
+        return risk(net(params, pattern)[0])
 
     def jump(params, pattern, k):
         W, v = params["W"], params["v"]
         i, j = jnp.divmod(k, W.shape[0])
         f, slope = net(params, pattern)
-        R = lambda f: reduce(loss(f, y))
-        g, h = jax.jvp(jax.grad(R), (f,), (jnp.ones_like(f),))  # h: the diagonal for elementwise ℓ
+        g, h = jax.jvp(jax.grad(risk), (f,), (jnp.ones_like(f),))  # h: the diagonal for elementwise ℓ
         s_i = X[i] @ W.T
         c = (up - down) * s_i[j] * v[j]
         own = jnp.zeros_like(v).at[j].set(g[i] * (up - down))

@@ -132,7 +132,7 @@ def test_auto_lanes_on_cpu_are_single_point_chunks_with_identical_results(local2
     ds = sweep.run(auto, out=tmp_path, progress=False)
     assert ds.sizes["chunk"] == 6 and set(ds["chunk_lanes"].values) == {1}
     # the same numbers (the attributes differ: they hold the spec, lanes included)
-    _results(ds).equals(_results(local2)) or pytest.fail("lanes auto and 2 differ")
+    assert _results(ds).equals(_results(local2)), "lanes auto and 2 differ"
 
 
 def test_zarr_output_reads_back_as_netcdf(local2, tmp_path):
