@@ -25,8 +25,8 @@ the convex combinations Filippov's construction needs). With p fixed the field i
    ΔF_k interpolated linearly in t between the step's ends (jvps in p, one jvp in θ for J).
    The jump of one crossing moves later crossings of surfaces it acts on (the same neuron):
    s_k(τ) + Σ_m (τ − τ_m)⁺ ∇s_k·ΔF_m = 0 is solved for the `max_crossings` earliest by two
-   fixed-point sweeps. The kinks' error estimate |δ − Σ_k u_k ΔF_k(t_a)| + Σ_k |ΔF_k|·(change
-   of τ_k in the second sweep), ∝ u², is controlled beside the Runge–Kutta estimate, each with
+   fixed-point sweeps. The kinks' error estimate |δ − Σ_k u_k ΔF_k(t_a)| + |Σ_k ΔF_k·(change
+   of τ_k in the second sweep)|, ∝ u², is controlled beside the Runge–Kutta estimate, each with
    its own order: the step is kept if both pass, the next one is the smaller proposal. Only the
    `max_crossings` + 1 earliest crossings (ranked by linear interpolation between the nodes)
    are located exactly. A step that passes on the smooth piece's error but not on the kinks'
@@ -226,6 +226,7 @@ class _State(eqx.Module):
     controller_state: tuple
     solver_state: object
     made_jump: jax.Array
+    geometry: _Geometry  # of the sliding set at the step's start (stale while nothing slides)
     pattern: jax.Array  # bool (K,): the side of every non-sliding surface
     sliding: jax.Array  # int (M,): indices of sliding surfaces, −1 for empty slots
     pending_kind: jax.Array  # the event a re-taken step ends on: 0 none, _CROSS, _EXIT, _USER
@@ -308,7 +309,11 @@ def _earliest(values, count, few):
     finite = jnp.isfinite(values)
 
     def gathered():
-        index = jnp.nonzero(finite, size=few, fill_value=K)[0]
+        # the first `few` finite entries (K: none): jnp.nonzero's cumsum and K-wide scatter cost
+        # ~3× an associative scan and a binary search per slot on a CPU
+        seen = jax.lax.associative_scan(jnp.add, finite.astype(jnp.int32))
+        slots = jnp.arange(1, few + 1, dtype=jnp.int32)
+        index = jnp.searchsorted(seen, slots, side="left", method="scan_unrolled")
         neg, pick = jax.lax.top_k(-values.at[index].get(mode="fill", fill_value=jnp.inf), count)
         return -neg, index[pick].astype(jnp.int32)
 
@@ -377,34 +382,61 @@ def integrate(
             return jax.vmap(lambda k: vjp(jax.nn.one_hot(k, K, dtype=dtype))[0])(ks)
         return jax.vmap(lambda k: jax.grad(lambda z: call(switching.surface, z, k))(y))(ks)
 
-    def jump_fields(y, p, geo, ks, field_in_p):
-        # ∂F/∂p_k (len(ks), D) of the piece's (projected) field; field_in_p: its linearisation in p
+    def projected_jumps(y, p, geo, ks, field_in_p):
+        # Π ∂F/∂p_k (len(ks), D) of the piece's field; field_in_p: its linearisation in p
         if switching.jump is None:
             return jax.vmap(field_in_p)(jax.nn.one_hot(ks, K, dtype=dtype))
-        one = lambda k: ravel_pytree(call(switching.jump, y, p.reshape(s_shape), k))[0]
-        return jax.vmap(lambda k: geo.project(one(k)))(ks)
+        return jax.vmap(lambda k: geo.project(ravel_pytree(call(switching.jump, y, p.reshape(s_shape), k))[0]))(ks)
+
+    def jump_couplings(y, p, geo, ks, scale, field_in_p):
+        """n_k·ΔF_m for k, m in ks (B × B) with the jumps ΔF_m = scale_m Π ∂F/∂p_m. With a
+        closed-form `switching.jump` and nothing sliding (Π = 1) the jumps stay a pytree whose
+        rows the surfaces' jvps gather, never raveled into a B × D block (on issue 7's problem
+        writing and reading that block cost ~40% of the step's Runge–Kutta stages)."""
+        def flat():
+            return couplings(y, ks, projected_jumps(y, p, geo, ks, field_in_p) * scale[:, None])
+
+        if switching.jump is None:
+            return flat()
+
+        def tree():
+            one = lambda k, c: jax.tree.map(lambda J: c * J, call(switching.jump, y, p.reshape(s_shape), k))
+            return couplings(y, ks, jax.vmap(one)(ks, scale))
+
+        return jax.lax.cond(geo.sliding, flat, tree)
 
     def couplings(y, ks, fields):
-        # n_k·u_m = ∇s_k(y)·u_m for k in ks (rows) and the vectors u_m of `fields` (columns)
+        # n_k·u_m = ∇s_k(y)·u_m for k in ks (rows) and the vectors u_m of `fields` (columns):
+        # flat (len, D) or, with `switching.surface`, a pytree like θ with a leading axis
+        flat = isinstance(fields, jax.Array)
         if switching.surface is None:
+            if not flat:
+                fields = jax.vmap(lambda u: ravel_pytree(u)[0])(fields)
             return jax.vmap(lambda u: jax.jvp(surfaces, (y,), (u,))[1][ks])(fields).T
+        params = unravel(y)
+        extra = () if args is None else (args,)
 
         def row(k):
-            along = lambda u: jax.jvp(lambda z: call(switching.surface, z, k), (y,), (u,))[1]
+            if flat:
+                along = lambda u: jax.jvp(lambda z: call(switching.surface, z, k), (y,), (u,))[1]
+            else:
+                along = lambda u: jax.jvp(lambda P: switching.surface(P, k, *extra), (params,), (u,))[1]
             return jax.vmap(along)(fields)
 
         return jax.vmap(row)(ks)
 
-    def geometry(y, sliding):
+    def geometry(y, sliding, last):
         def sliding_geometry():
             valid = sliding >= 0
             normals = surface_normals(y, jnp.where(valid, sliding, 0)) * valid[:, None]
             return normals, jnp.linalg.pinv(normals @ normals.T, hermitian=True)
 
-        # M vjps and a pseudo-inverse cost ~10 gradients: skipped while nothing slides
-        nothing = (jnp.zeros((M, y.shape[0]), dtype), jnp.zeros((M, M), dtype))
+        # M vjps and a pseudo-inverse cost ~10 gradients: skipped while nothing slides, when
+        # `last` (a geometry of the same shape, unused then: Π is the identity) is passed on
+        # rather than an M × D block of zeros written each step
         any_sliding = jnp.any(sliding >= 0)
-        return _Geometry(*jax.lax.cond(any_sliding, sliding_geometry, lambda: nothing), any_sliding)
+        normals, gram_pinv = jax.lax.cond(any_sliding, sliding_geometry, lambda: (last.normals, last.gram_pinv))
+        return _Geometry(normals, gram_pinv, any_sliding)
 
     def relaxed(pattern, sliding, value):
         # the pattern as floats with every sliding surface's p set to `value`
@@ -454,7 +486,7 @@ def integrate(
 
     pattern0 = surfaces(y0) > 0
     sliding0 = -jnp.ones(M, dtype=jnp.int32)
-    geo0 = geometry(y0, sliding0)
+    geo0 = _Geometry(jnp.zeros((M, y0.shape[0]), dtype), jnp.zeros((M, M), dtype), jnp.asarray(False))
     piece0 = (relaxed(pattern0, sliding0, 0.5), geo0)
     t_next0, cstate0 = controller.init(term, t0, t1, y0, None, piece0, solver.func, error_order)
     zero = jnp.asarray(0, jnp.int32)
@@ -465,6 +497,7 @@ def integrate(
         controller_state=cstate0,
         solver_state=solver.init(term, t0, t1, y0, piece0),
         made_jump=jnp.asarray(False),
+        geometry=geo0,
         pattern=pattern0,
         sliding=sliding0,
         pending_kind=zero,
@@ -535,11 +568,13 @@ def integrate(
         # neuron): s_k(τ) + Σ_m (τ − τ_m)⁺ n_k·ΔF_m = 0, solved for the B earliest crossings by
         # two fixed-point sweeps; the second sweep's change is the error estimate of the times
         tau0 = jnp.where(crossing, ta + 0.5 * (x_root + 1) * h, jnp.inf)
-        earliest, order = _earliest(tau0, min(B + 1, K), few)
-        valid, order = jnp.isfinite(earliest[:B]), order[:B]
+        # ranked among the B + 1 located ones: a step holding more crossings is split anyway
+        tau_located = jnp.where(candidates < K, tau0[inside], jnp.inf)
+        rank = jnp.argsort(tau_located)
+        earliest = tau_located[rank]
+        valid, order = jnp.isfinite(earliest[:B]), jnp.where(jnp.isfinite(earliest), candidates[rank], K)[:B]
         at = jnp.minimum(order, K - 1)  # for gathers; masked by `valid`
-        jumps = jump_fields(ya, p, geo, at, at_a) * (dp[at] * valid)[:, None]
-        coupling = couplings(ya, at, jumps)
+        coupling = jump_couplings(ya, p, geo, at, dp[at] * valid, at_a)
         coupling = coupling * (1 - jnp.eye(B, dtype=dtype))  # n_k·ΔF_m for m ≠ k
         slope = jax.vmap(lambda c, x: jnp.polyval(jnp.polyder(c[::-1]), x))(coeffs.T[at], x_root[at]) * 2 / h
         slope = jnp.where(valid, slope, 1.0)
@@ -552,7 +587,10 @@ def integrate(
 
         first_sweep = sweep(start)
         second_sweep = sweep(first_sweep)
-        tau_err = jnp.where(valid, jnp.abs(second_sweep - first_sweep), 0.0)
+        # the second sweep's change of the times moves δ by Σ_m ΔF_m·(change of τ_m): that sum
+        # (one more tangent of the linearisation, no B × D block of jumps) estimates their error
+        tau_shift = jnp.where(valid, second_sweep - first_sweep, 0.0)
+        shift = jnp.zeros(K, dtype).at[order].set(dp[at] * tau_shift, mode="drop")
         tau = tau0.at[order].set(jnp.where(valid, second_sweep, jnp.inf), mode="drop")
         # a crossing pushed out of the step by another's jump needs a decision: cut there
         moved = crossing & ((tau < ta) | (tau > tb))
@@ -567,10 +605,10 @@ def integrate(
         # δ(tb) = Σ_k [∫_{τ_k}^{tb} ΔF_k dt + ½ u_k² J ΔF_k] + O(h³)
         c_a = dp * h * (1 - theta) ** 2 / 2
         c_b = dp * h * (1 - theta**2) / 2
-        q_a, v, first = jax.vmap(at_a)(jnp.stack([c_a, dp * u**2 / 2, dp * u]))
+        q_a, v, first, moved_by = jax.vmap(at_a)(jnp.stack([c_a, dp * u**2 / 2, dp * u, shift]))
         q_b = geo.project(jax.jvp(frozen_field, (yb, p), (v, c_b))[1])
         delta = q_a + q_b
-        error = jnp.abs(delta - first) + jnp.abs(jumps).T @ tau_err
+        error = jnp.abs(delta - first) + jnp.abs(moved_by)
         return _Kinks(tau, tau0, delta, error, moved, t_split)
 
     def no_kinks(*_):
@@ -584,7 +622,7 @@ def integrate(
         tb = jnp.minimum(state.t_next, t1)
         pattern, sliding = state.pattern, state.sliding
         any_sliding = jnp.any(sliding >= 0)
-        geo = geometry(state.y, sliding)
+        geo = geometry(state.y, sliding, state.geometry)
 
         def onto_surfaces():
             # keep the state on its sliding surfaces (Newton projection; exact for linear s)
@@ -772,7 +810,7 @@ def integrate(
             # k's one-sided test holds the other sliding surfaces at p = ½; the exit test solves
             # for all weights together. Admit k only if the whole candidate set's Filippov weights
             # lie in [0, 1], so that a surface is never admitted and expelled at the same point.
-            alpha = alphas(y_ev, base, candidate, geometry(y_ev, candidate))
+            alpha = alphas(y_ev, base, candidate, geometry(y_ev, candidate, geo))
             return jnp.all(exit_margin(alpha) >= 0)
 
         onset = is_cross & attractive & has_room
@@ -845,6 +883,7 @@ def integrate(
             controller_state=cstate,
             solver_state=solver_state,
             made_jump=(handle & ~is_user) | (~advance & state.made_jump),
+            geometry=geo,
             pattern=new_pattern,
             sliding=new_sliding,
             pending_kind=jnp.where(retake, found_kind, 0).astype(jnp.int32),
