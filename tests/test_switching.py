@@ -205,6 +205,24 @@ def test_crossing_nodes_reproduce_the_dense_output(name):
     assert max(np.max(np.abs(np.polynomial.polynomial.polyval(x, coeffs) - at(x))) for x in np.linspace(-1, 1, 23)) > 1e-3
 
 
+@pytest.mark.parametrize("finite", [0, 1, 7, 40, 300])
+def test_earliest_crossings_match_a_full_sort(finite):
+    # `_earliest` ranks the crossed surfaces: gathered (scan + binary search) while at most
+    # `few` are finite, a full top_k beyond; both must equal numpy's sort, empty slots marked K
+    from gflow.switching import _earliest
+
+    K, count, few = 2_000, 9, 72
+    rng = np.random.default_rng(finite)
+    values = np.full(K, np.inf)
+    values[rng.choice(K, finite, replace=False)] = rng.uniform(0.0, 1.0, finite)
+    value, index = jax.jit(_earliest, static_argnums=(1, 2))(jnp.asarray(values), count, few)
+    order = np.argsort(values, kind="stable")[:count]
+    shown = min(finite, count)
+    np.testing.assert_array_equal(np.asarray(value[:shown]), values[order[:shown]])
+    np.testing.assert_array_equal(np.asarray(index[:shown]), order[:shown])
+    assert np.all(np.isinf(np.asarray(value[shown:]))) and np.all(np.asarray(index[shown:]) == K)
+
+
 def test_smooth_objective_uses_the_plain_solve():
     import functools
 
