@@ -547,7 +547,7 @@ def integrate(
         tau_located = jnp.where(candidates < K, tau0[inside], jnp.inf)
         rank = jnp.argsort(tau_located)
         earliest = tau_located[rank]
-        valid, order = jnp.isfinite(earliest[:B]), jnp.where(jnp.isfinite(earliest), candidates[rank], K)[:B]
+        valid, order = jnp.isfinite(earliest[:B]), candidates[rank][:B]  # K where a slot is empty
         at = jnp.minimum(order, K - 1)  # for gathers; masked by `valid`
         jumps = jump_fields(ya, p, geo, at, at_a) * (dp[at] * valid)[:, None]
         coupling = couplings(ya, at, jumps)
