@@ -440,3 +440,61 @@ def reference(X, y, W0, v0, t1, loss="exponential", reduction="sum", activation=
     out = integrate(net, net.pack(W0, v0), t1, **kwargs)
     W, v = net.unpack(out.theta)
     return W, v, out
+
+
+def cross_check(X, y, W0, v0, t1, rtols=(1e-10, 1e-12), second="Radau", second_rtol=1e-10, log=print, **problem):
+    """Agreement of the reference with itself: DOP853 at two tolerances and a second integrator
+    (`second`, None to skip). Returns the runs' counters and the relative weight differences
+    max|θ_a − θ_b| / max|θ_b| against the tightest DOP853 run, and the drift of the
+    balancedness v_j² − ‖w_j‖² (conserved by the flow, also while sliding) relative to max v_j²."""
+    runs = {f"DOP853 {r:g}": reference(X, y, W0, v0, t1, rtol=r, **problem) for r in rtols}
+    if second:
+        runs[f"{second} {second_rtol:g}"] = reference(X, y, W0, v0, t1, rtol=second_rtol, method=second, **problem)
+    Wb, vb, _ = runs[f"DOP853 {min(rtols):g}"]
+    scale = max(np.max(np.abs(Wb)), np.max(np.abs(vb)))
+    bal0 = np.asarray(v0) ** 2 - np.sum(np.asarray(W0) ** 2, axis=1)
+    out = {}
+    for name, (W, v, res) in runs.items():
+        out[name] = {
+            "status": res.status, "t": res.t, "wall": res.wall, "nfev": res.nfev, "segments": res.segments,
+            "crossings": res.crossings, "sliding_starts": res.sliding_starts, "sliding_exits": res.sliding_exits,
+            "max_sliding": res.max_sliding, "sliding_final": res.sliding_final,
+            "diff_vs_tightest": max(np.max(np.abs(W - Wb)), np.max(np.abs(v - vb))) / scale,
+            "balancedness_drift": float(np.max(np.abs(v**2 - np.sum(W**2, axis=1) - bal0)) / np.max(v**2)),
+        }
+        log(f"{name}: " + ", ".join(f"{k} {val:.3g}" if isinstance(val, float) else f"{k} {val}" for k, val in out[name].items()))
+    return out
+
+
+def main(argv=None):
+    """`python benchmarks/filippov_reference.py CASE ...`: `cross_check` on cases of the stress corpus."""
+    import argparse
+    import json
+
+    import stress
+
+    parser = argparse.ArgumentParser(description=cross_check.__doc__.splitlines()[0])
+    parser.add_argument("cases", nargs="+", help=f"names from benchmarks/stress.py: {', '.join(stress.CASES)}")
+    parser.add_argument("--rtols", default="1e-10,1e-12")
+    parser.add_argument("--second", default="Radau", help="second integrator (scipy method), or '' for none")
+    parser.add_argument("--second-rtol", type=float, default=1e-10)
+    parser.add_argument("--out", default="", help="write the numbers as JSON here")
+    args = parser.parse_args(argv)
+    results = {}
+    for name in args.cases:
+        case = stress.CASES[name]
+        _, params0, X, y = stress.problem(case)
+        print(f"{name}:", flush=True)
+        results[name] = cross_check(
+            X, y, np.asarray(params0["W"]), np.asarray(params0["v"]), case.t1,
+            rtols=tuple(float(r) for r in args.rtols.split(",")), second=args.second or None,
+            second_rtol=args.second_rtol, loss=case.loss, reduction=case.reduction, activation=case.activation,
+            log=lambda m: print("  " + m, flush=True),
+        )
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
