@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.integrate
+import threadpoolctl
 from scipy.optimize import brentq, lsq_linear
 
 
@@ -298,7 +299,15 @@ def _first_event(dense, t_old, t_new, nodes, g_cross, cross_scalar, g_exit):
 _NODES = np.linspace(0.0, 1.0, 13)[1:]  # 12 samples per step for dips
 
 
-def integrate(
+def integrate(problem, theta0, t1, **kwargs):
+    """θ(t1) of the Filippov gradient flow of `problem` from θ0: `_integrate` with BLAS held to one
+    thread (the matrices are small; on a loaded 2-core machine a threaded OpenBLAS made each
+    300×50×50 product 60× slower)."""
+    with threadpoolctl.threadpool_limits(1):
+        return _integrate(problem, theta0, t1, **kwargs)
+
+
+def _integrate(
     problem,
     theta0,
     t1,
