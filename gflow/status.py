@@ -11,8 +11,9 @@ EVENT = 1  #: the user's event fired; the trajectory ends at ``t_event``
 MAX_STEPS = 2  #: ``max_steps`` solver steps were not enough to reach t1
 NONFINITE = 3  #: the flow blew up: a non-finite or overflowing state, or steps collapsed to round-off
 FAILED = 4  #: any other solver failure (e.g. the event's root finder failed)
+STALLED = 5  #: the switching solve stopped making progress (see `gflow.switching`); t_final says where
 
-NAMES = ("success", "event", "max_steps", "nonfinite", "failed")
+NAMES = ("success", "event", "max_steps", "nonfinite", "failed", "stalled")
 
 
 def name(code):

@@ -59,7 +59,20 @@ the convex combinations Filippov's construction needs). With p fixed the field i
 
    and the convex weights are α = −λ/β with λ = (NNᵀ)⁺N F(p_S=0), β = (NNᵀ)⁺N(F(p_S=1) − F(p_S=0)).
    Sliding on k ends (Filippov exit) where α_k reaches 0 (the trajectory leaves to s_k < 0) or
-   1 (to s_k > 0); that time is located like a crossing. For switching functions linear in θ
+   1 (to s_k > 0); that time is located like a crossing.
+
+   Onsets and exits change the sliding set as a whole: a surface joining may force others out,
+   and several may leave at one point. Each such decision solves for the whole set at once:
+   on the surfaces S at zero F(q) = F(p_S = q) is affine in q (the jumps are normal), and the
+   Filippov field of a gradient flow is its minimal-norm value over q ∈ [0, 1]^S, the classical
+   "slow solution" of the gradient inclusion (a box-constrained least-squares problem of |S|
+   unknowns, `_box_least_squares`). Surfaces with 0 < q_k < 1 slide; the others leave to the
+   side of their bound. Deciding one surface at a time (admitting an onset only if the joint
+   weights stayed in [0, 1]) left the flow of issue 17's problem flipping one surface back and
+   forth at t = 0.187, forever.
+3. **Progress guard.** A solve whose accepted steps advance, on a moving average over
+   `_STALL_WINDOW` steps, less than `_STALL_PROGRESS` of what the smooth piece's controller
+   proposes ends with status "stalled" at `t_final` instead of grinding until `max_steps`. For switching functions linear in θ
    (first-layer pre-activations) Runge–Kutta steps of the projected field keep s_S constant to
    round-off; the state is projected onto the surfaces at the start of every step as well.
 
@@ -100,8 +113,11 @@ class Switching(eqx.Module):
       p_k = 0 the one for s_k < 0, extended smoothly across s_k = 0. It must be affine in p_k on
       the surface s_k = 0 and equal L(θ) at p = [s(θ) > 0], which holds for networks whose
       activation is piecewise linear.
-    - `max_sliding`: how many surfaces may slide at once (a static buffer size). When it is
-      full, further sliding surfaces are crossed instead (counted in stats["sliding_overflow"]).
+    - `max_sliding`: how many surfaces may slide at once (a static buffer size; the sliding
+      geometry costs O(max_sliding · D) per step while anything slides). When it is full,
+      further sliding surfaces are crossed instead (counted in stats["sliding_overflow"]), the
+      flow chatters on them and the progress guard may end the solve as "stalled". 54 surfaces
+      slid at once on issue 17's two problems (n = 40 and 300).
     - `max_crossings`: how many crossings one step may step over (a static buffer size; costs
       one jump ∂F/∂p_k each per step with crossings). A step with more is split before the
       next one.
@@ -117,7 +133,7 @@ class Switching(eqx.Module):
 
     surfaces: Callable = eqx.field(static=True)
     objective: Callable = eqx.field(static=True)
-    max_sliding: int = eqx.field(static=True, default=32)
+    max_sliding: int = eqx.field(static=True, default=64)
     max_crossings: int = eqx.field(static=True, default=32)
     jump: Callable | None = eqx.field(static=True, default=None)
     surface: Callable | None = eqx.field(static=True, default=None)
@@ -236,6 +252,7 @@ class _State(eqx.Module):
     save_index: jax.Array
     saved: dict
     counts: dict
+    progress: jax.Array  # moving average of each step's advance over the smooth piece's step
     code: jax.Array
     done: jax.Array
 
@@ -244,6 +261,13 @@ _CROSS, _EXIT, _USER = 1, 2, 3
 
 # the kink correction's error estimate scales like u² (u: time from a crossing to the step's end)
 _KINK_ORDER = 2
+
+# the progress guard: a solve whose steps advance, on a moving average over about _STALL_WINDOW
+# steps, less than _STALL_PROGRESS of the step the smooth piece proposes ends with status
+# "stalled" (never before _STALL_WINDOW steps); steps shortened for kinks or cut at crossings
+# advance a fair share, a loop of decisions at one point (or of rejections) none
+_STALL_WINDOW = 128
+_STALL_PROGRESS = 1e-3
 
 # the share of the crossing buffer (`max_crossings`) a step is sized to fill
 _BUFFER_FILL = 0.75
@@ -323,6 +347,44 @@ def _earliest(values, count, few):
 
     value, index = jax.lax.cond(jnp.sum(finite) <= few, gathered, all_sorted)
     return value, jnp.where(jnp.isfinite(value), index, K)
+
+
+def _box_least_squares(H, b, valid, iterations=None):
+    """argmin ½ qᵀHq + bᵀq over q ∈ [0, 1]^m, H = GGᵀ ⪰ 0, for the `valid` entries (the others
+    are 0): the primal-dual active-set method (Hintermüller, Ito & Kunisch 2002). Each iteration
+    predicts the bounds from one projected-gradient step, q − (Hq + b)/diag(H), fixes those
+    entries and solves the free block exactly; it ends when the prediction repeats (finite
+    termination for well-conditioned H). A tiny ridge keeps nearly parallel normals solvable."""
+    m = H.shape[0]
+    diag = jnp.diag(H)
+    ridge = 1e-13 * jnp.maximum(jnp.max(diag), jnp.finfo(H.dtype).tiny)
+    scale = jnp.where(diag > 0, diag, 1.0)
+
+    def solve(low, high):
+        free = valid & ~low & ~high
+        fixed = jnp.where(high & valid, 1.0, 0.0).astype(H.dtype)
+        block = jnp.where(free[:, None] & free[None, :], H, 0.0) + jnp.diag(jnp.where(free, ridge, 1.0))
+        rhs = jnp.where(free, -(b + H @ fixed), fixed)
+        return jnp.linalg.solve(block, rhs)
+
+    def sets(q):
+        z = q - (H @ q + b) / scale
+        return valid & (z < 0), valid & (z > 1)
+
+    def cond(c):
+        _, low, high, last_low, last_high, it = c
+        return (it < (iterations or 2 * m + 2)) & ((it == 0) | jnp.any(low != last_low) | jnp.any(high != last_high))
+
+    def body(c):
+        q, low, high, _, _, it = c
+        q = solve(low, high)
+        new_low, new_high = sets(q)
+        return q, new_low, new_high, low, high, it + 1
+
+    q0 = jnp.where(valid, 0.5, 0.0).astype(H.dtype)
+    low0, high0 = sets(q0)
+    q, *_ = jax.lax.while_loop(cond, body, (q0, low0, high0, low0, high0, jnp.asarray(0)))
+    return jnp.where(valid, jnp.clip(q, 0.0, 1.0), 0.0)
 
 
 @eqx.filter_jit
@@ -437,6 +499,27 @@ def integrate(
         alpha = -lam / jnp.where(beta == 0, 1.0, beta)
         return jnp.where(sliding >= 0, alpha, 0.5)
 
+    def filippov_set(y, base, cand):
+        """The sliding set among the surfaces in `cand` (slots, −1 empty; all at s = 0 in y)
+        and the sides of the others: F(q) = F(p_cand = q) is affine in q there (the jump across
+        a surface is normal to it), and the Filippov field is its minimal-norm value over
+        q ∈ [0, 1]^cand. A surface with 0 < q_k < 1 slides (∇s_k·F = 0 by the optimality
+        conditions); one at q_k = 0 or 1 leaves to that side (its normal velocity points there)."""
+        valid = cand >= 0
+        ks = jnp.where(valid, cand, 0)
+        p0 = relaxed(base, cand, 0.0)
+        f0, field_in_p = jax.linearize(lambda q: frozen_field(y, q), p0)
+        if switching.jump is None:
+            jumps = jax.vmap(field_in_p)(jax.nn.one_hot(ks, K, dtype=dtype))
+        else:
+            one = lambda k: ravel_pytree(call(switching.jump, y, p0.reshape(s_shape), k))[0]
+            jumps = jax.vmap(one)(ks)
+        jumps = jumps * valid[:, None]
+        q = _box_least_squares(jumps @ jumps.T, jumps @ f0, valid)
+        free = valid & (q > 0) & (q < 1)
+        sides = base.at[jnp.where(valid & ~free, cand, K)].set(q >= 0.5, mode="drop")
+        return sides, jnp.where(free, cand, -1)
+
     def exit_margin(alpha):
         return jnp.minimum(alpha, 1.0 - alpha)
 
@@ -482,6 +565,7 @@ def integrate(
         save_index=zero,
         saved=saved0,
         counts={k: zero for k in _COUNTS},
+        progress=jnp.ones((), dtype),
         code=jnp.asarray(_status.SUCCESS, jnp.int32),
         done=jnp.asarray(False),
     )
@@ -780,34 +864,35 @@ def integrate(
         attractive = (a > 0) & (b < 0)
         has_room = jnp.any(sliding < 0)
         candidate = sliding.at[jnp.argmax(sliding < 0)].set(k.astype(jnp.int32))
-
-        def admissible():
-            # k's one-sided test holds the other sliding surfaces at p = ½; the exit test solves
-            # for all weights together. Admit k only if the whole candidate set's Filippov weights
-            # lie in [0, 1], so that a surface is never admitted and expelled at the same point.
-            alpha = alphas(y_ev, base, candidate, geometry(y_ev, candidate, geo))
-            return jnp.all(exit_margin(alpha) >= 0)
-
+        # an onset or an exit changes the whole sliding set at once: the Filippov field of a
+        # gradient flow is the minimal-norm element of the one-sided fields' convex hull
+        # (`filippov_set`), which decides every surface of the set together. An exiting surface
+        # leaves to the side its weight reached; the others are decided again without it.
         onset = is_cross & attractive & has_room
-        joins = onset & any_sliding  # a set already slides: check the joint weights
-        coherent = jax.lax.cond(joins, admissible, lambda: True)
-        counts["extra_grad_evals"] += 2 * joins.astype(jnp.int32)
-        slide = onset & coherent
+        leaving = sliding.at[k].set(-1)
+        exit_base = base.at[sliding[k]].set(alpha_b[k] >= 0.5)
+        cand = jnp.where(onset, candidate, jnp.where(is_exit, leaving, sliding))
+        cand_base = jnp.where(is_exit, exit_base, base)
+        decide = onset | (is_exit & jnp.any(leaving >= 0))
+        decided_pattern, decided_sliding = jax.lax.cond(
+            decide, lambda: filippov_set(y_ev, cand_base, cand), lambda: (cand_base, cand)
+        )
+        counts["extra_grad_evals"] += (1 + (M if switching.jump is None else 1)) * decide.astype(jnp.int32)
+        slide = onset & jnp.any(decided_sliding == k)
         up = jnp.where((a > 0) & (b > 0), True, jnp.where((a < 0) & (b < 0), False, ~base[k]))
         # a crossing at the step's start that keeps its side is a grazing contact: the state lies
         # on the other side while the field points back; it takes the side where it lies
-        graze = immediate & is_cross & ~slide & (up == base[k])
+        graze = immediate & is_cross & ~onset & (up == base[k])
         up = jnp.where(graze, s_a[k] > 0, up)
-        new_pattern = jnp.where(is_cross & ~slide, base.at[k].set(up), base)
-        new_sliding = jnp.where(slide, candidate, sliding)
-        # an exit leaves to the side whose weight α_k reached 1 (s_k > 0) or 0 (s_k < 0)
-        new_pattern = jnp.where(is_exit, new_pattern.at[sliding[k]].set(alpha_b[k] >= 0.5), new_pattern)
-        new_sliding = jnp.where(is_exit, new_sliding.at[k].set(-1), new_sliding)
+        new_pattern = jnp.where(is_cross & ~onset, base.at[k].set(up), base)
+        new_pattern = jnp.where(onset | is_exit, decided_pattern, new_pattern)
+        new_sliding = jnp.where(onset | is_exit, decided_sliding, sliding)
+        left = jnp.sum((sliding >= 0) & ~jnp.isin(sliding, new_sliding))
         stepped_over = jnp.sum(advance & crossing)
         counts["num_crossings"] += (is_cross & ~slide & ~graze).astype(jnp.int32) + stepped_over
         counts["num_crossings_stepped_over"] += stepped_over
         counts["num_sliding_starts"] += slide.astype(jnp.int32)
-        counts["num_sliding_exits"] += is_exit.astype(jnp.int32)
+        counts["num_sliding_exits"] += left.astype(jnp.int32)
         counts["sliding_overflow"] += (is_cross & attractive & ~has_room).astype(jnp.int32)
         counts["max_sliding"] = jnp.maximum(counts["max_sliding"], jnp.sum(new_sliding >= 0))
 
@@ -841,7 +926,11 @@ def integrate(
         collapsed = ~handle & ~retake & (dt_next < dtmin)
         reached_end = advance & (tb >= t1) & ~is_user
         out_of_steps = counts["num_steps"] >= max_steps
+        advanced = jnp.where(advance, jnp.clip((tb - ta) / jnp.maximum(dt_smooth, dtmin), 0.0, 1.0), 0.0)
+        progress = state.progress + (advanced - state.progress) / _STALL_WINDOW
+        stalled = (progress < _STALL_PROGRESS) & (counts["num_steps"] > _STALL_WINDOW) & ~reached_end
         code = jnp.where(reached_end, _status.SUCCESS, _status.MAX_STEPS)
+        code = jnp.where(stalled, _status.STALLED, code)
         code = jnp.where(is_user, _status.EVENT, code)
         code = jnp.where(blew_up | collapsed, _status.NONFINITE, code)
         # a rejected step keeps the first-same-as-last evaluation of the step's start; a step
@@ -868,8 +957,9 @@ def integrate(
             save_index=save_index,
             saved=saved,
             counts={k: v.astype(jnp.int32) for k, v in counts.items()},
+            progress=progress,
             code=code.astype(jnp.int32),
-            done=reached_end | is_user | blew_up | collapsed | out_of_steps,
+            done=reached_end | is_user | blew_up | collapsed | out_of_steps | stalled,
         )
 
     meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
