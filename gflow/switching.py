@@ -95,6 +95,7 @@ from .flow import (
     _blowup_threshold,
     _dtmin,
     grad_evals_per_step,
+    progress_meter,
     scale_aware_atol,
 )
 from .flow import record as _record
@@ -349,6 +350,9 @@ def _earliest(values, count, few):
     return value, jnp.where(jnp.isfinite(value), index, K)
 
 
+_BOX_SWEEPS = 16  # coordinate-descent sweeps after the active-set method (`_box_least_squares`)
+
+
 def _box_least_squares(H, b, valid, iterations=None):
     """argmin ½ qᵀHq + bᵀq over q ∈ [0, 1]^m, H = GGᵀ ⪰ 0, for the `valid` entries (the others
     are 0): the primal-dual active-set method (Hintermüller, Ito & Kunisch 2002). Each iteration
@@ -384,7 +388,16 @@ def _box_least_squares(H, b, valid, iterations=None):
     q0 = jnp.where(valid, 0.5, 0.0).astype(H.dtype)
     low0, high0 = sets(q0)
     q, *_ = jax.lax.while_loop(cond, body, (q0, low0, high0, low0, high0, jnp.asarray(0)))
-    return jnp.where(valid, jnp.clip(q, 0.0, 1.0), 0.0)
+    q = jnp.where(valid, jnp.clip(q, 0.0, 1.0), 0.0)
+
+    # the active-set method can cycle where H is ill-conditioned: cyclic coordinate descent
+    # (monotone, convergent for H ⪰ 0) polishes its answer, exact where it had converged
+    def coordinate(i, q):
+        i = i % m
+        qi = jnp.clip(q[i] - (H[i] @ q + b[i]) / scale[i], 0.0, 1.0)
+        return q.at[i].set(jnp.where(valid[i] & (diag[i] > 0), qi, q[i]))
+
+    return jax.lax.fori_loop(0, _BOX_SWEEPS * m, coordinate, q)
 
 
 @eqx.filter_jit
@@ -762,20 +775,50 @@ def integrate(
         # _BUFFER_FILL · B of them, so that it is rarely shortened (its kinks located twice)
         n_crossing = jnp.sum(crossing)
         dt_next = jnp.where(n_crossing > 0, jnp.minimum(dt_next, (tb - ta) * _BUFFER_FILL * B / n_crossing), dt_next)
-        flipped = pattern ^ crossing
 
-        def new_side():
+        def new_side(tb, yc, crossing, moved):
             # the stepped-over state must lie on the new side of each crossed surface, with the
             # new side's field pointing away from it (a, b of one sign); else sliding may begin
+            flipped = pattern ^ crossing
             f_new = piece_field(tb, yc, (relaxed(flipped, sliding, 0.5), geo))
             s_c, velocity = jax.jvp(surfaces, (yc,), (f_new,))
             away = (signed(flipped, s_c) > 0) & (signed(flipped, velocity) > 0)
             return f_new, crossing & (moved | ~away)
 
         f_new, stuck = jax.lax.cond(
-            keep & any_crossing, new_side, lambda: (jnp.zeros_like(y0), jnp.zeros(K, bool))
+            keep & any_crossing,
+            lambda: new_side(tb, yc, crossing, moved),
+            lambda: (jnp.zeros_like(y0), jnp.zeros(K, bool)),
         )
         counts["extra_grad_evals"] += (keep & any_crossing).astype(jnp.int32)
+        # a crossing that needs a decision among many that do not: the step is shortened to end
+        # between it and the last crossing before it (those are stepped over) rather than cut at
+        # the step's first crossing, which with a full buffer of crossings advanced a few per cent
+        # of the step each time; the next step starts at that crossing
+        tau_stuck = jnp.min(jnp.where(stuck, tau_k, jnp.inf))
+        tau_before = jnp.max(jnp.where(crossing & (tau_k < tau_stuck), tau_k, -jnp.inf))
+        resplit = keep & ~fall_back & jnp.isfinite(tau_stuck) & jnp.isfinite(tau_before)
+
+        def shortened_before_stuck():
+            t_pre = 0.5 * (tau_before + tau_stuck)
+            tb2, yb2, s_b2, crossing2, any2, found2, yc2, keep2, dt2 = over(t_pre, interp.evaluate(t_pre))
+            f2, stuck2 = new_side(tb2, yc2, crossing2, found2.moved)
+            good = keep2 & ~jnp.any(stuck2)
+            pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(good, a, b), new, old)
+            return good, pick(
+                (tb2, yb2, s_b2, crossing2, any2, found2, yc2, f2, stuck2),
+                (tb, yb, s_b, crossing, any_crossing, found, yc, f_new, stuck),
+            )
+
+        resplit, (tb, yb, s_b, crossing, any_crossing, found, yc, f_new, stuck) = jax.lax.cond(
+            resplit,
+            shortened_before_stuck,
+            lambda: (jnp.asarray(False), (tb, yb, s_b, crossing, any_crossing, found, yc, f_new, stuck)),
+        )
+        counts["num_steps_shortened"] += resplit.astype(jnp.int32)
+        counts["extra_grad_evals"] += (kink_evals + 1) * resplit.astype(jnp.int32)
+        tau_k, tau_frozen, moved, t_split = found.tau, found.tau_frozen, found.moved, found.t_split
+        flipped = pattern ^ crossing
         # a step cut at its first crossing checks its end without the kinks, as before a cut
         y_end = jnp.where(fall_back, yb, yc)
         p_end = jnp.where(fall_back, pattern, flipped)
@@ -962,7 +1005,7 @@ def integrate(
             done=reached_end | is_user | blew_up | collapsed | out_of_steps | stalled,
         )
 
-    meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+    meter = progress_meter(progress)
 
     def step_with_progress(carry):
         state, meter_state = carry
