@@ -24,13 +24,13 @@ import math
 import os
 import shutil
 import time
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _toml
 from . import status as _status
 
 RESULTS = "results.nc"
@@ -226,11 +226,7 @@ def load_spec(path) -> Spec:
     `[solve]` (see docs/sweeps.md). Unknown keys, wrong types, empty axes and impossible values
     are errors naming the key."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: not valid TOML: {e}") from None
+    raw = _toml.read(path)
     allowed = {"problem", "axes", "fixed", "solve"}
     for key in raw:
         if key not in allowed:
