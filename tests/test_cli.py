@@ -27,12 +27,13 @@ def test_help_lists_commands():
     assert "run" in out.stdout
 
 
-def test_run_from_toml_writes_summary_and_figure(tmp_path):
+def test_run_from_toml_writes_summary_and_figure(tmp_path, capfd):
     cfg = tmp_path / "flow.toml"
     cfg.write_text('dataset = "gaussian"\nn = 12\nd = 4\nwidth = 6\ninit_scale = 1e-3\nt1 = 1.0\nnum_saves = 5\n')
-    assert cli.main(["run", "--config", str(cfg), "--out", str(tmp_path / "out"), "--rtol", "1e-5"]) == 0
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["status"] == "success"
+    assert cli.main(["run", "--config", str(cfg), "--out", str(tmp_path / "out"), "--rtol", "1e-5", "--quiet"]) == 0
+    assert capfd.readouterr() == ("", "")  # --quiet: no progress bar, no summary; success: no reason
+    summary = strict_json(tmp_path / "out" / "summary.json")
+    assert summary["status"] == "success" and summary["t_final"] == 1.0
     assert summary["config"]["rtol"] == 1e-5 and summary["n"] == 12
     assert summary["loss_final"] < summary["loss_initial"]
     assert (tmp_path / "out" / "flow.png").stat().st_size > 1000
