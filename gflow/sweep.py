@@ -527,28 +527,28 @@ def _write_chunk(out: Path, indices, arrays) -> None:
     _atomic_write(_chunk_path(out, indices), lambda f: np.savez(f, **arrays))
 
 
-class DamagedChunk(ValueError):
+class _DamagedChunk(ValueError):
     """A chunk file that cannot be read back as the chunk it should hold."""
 
 
 def _read_chunk(path: Path, indices: list[int], num_saves: int) -> dict[str, np.ndarray]:
     """The arrays of the chunk file at `path`, checked to be those of grid points `indices`
-    (`num_saves` save times); `DamagedChunk` says what is wrong otherwise."""
+    (`num_saves` save times); `_DamagedChunk` says what is wrong otherwise."""
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         if path.stat().st_size == 0:
-            raise DamagedChunk("empty file (0 bytes)") from None
-        raise DamagedChunk(
+            raise _DamagedChunk("empty file (0 bytes)") from None
+        raise _DamagedChunk(
             f"not a readable .npz archive ({type(e).__name__}: {e}; {path.stat().st_size} bytes): "
             "truncated or overwritten"
         ) from None
     missing = {"index", "loss", "status", "chunk_stats"} - set(arrays)
     if missing:
-        raise DamagedChunk(f"has no array {', '.join(sorted(missing))}")
+        raise _DamagedChunk(f"has no array {', '.join(sorted(missing))}")
     if not np.array_equal(arrays["index"], indices):
-        raise DamagedChunk(f"holds grid points {arrays['index'].tolist()}, expected {list(indices)}")
+        raise _DamagedChunk(f"holds grid points {arrays['index'].tolist()}, expected {list(indices)}")
     k = len(indices)
     for key, value in arrays.items():
         if key == "chunk_stats":
@@ -558,7 +558,7 @@ def _read_chunk(path: Path, indices: list[int], num_saves: int) -> dict[str, np.
         else:
             ok, expected = value.ndim >= 1 and value.shape[0] == k, f"({k}, …)"
         if not ok:
-            raise DamagedChunk(f"array {key!r} has shape {value.shape}, expected {expected}")
+            raise _DamagedChunk(f"array {key!r} has shape {value.shape}, expected {expected}")
     return arrays
 
 
@@ -573,7 +573,7 @@ def _stored_chunks(spec: Spec, out: Path, chunks: list[list[int]]) -> dict[tuple
             continue
         try:
             stored[tuple(indices)] = _read_chunk(path, indices, spec.num_saves)
-        except DamagedChunk as e:
+        except _DamagedChunk as e:
             log.warning("gflow sweep: damaged chunk %s: %s; deleted, its %d point(s) will be solved again",
                         path, e, len(indices))
             path.unlink()
