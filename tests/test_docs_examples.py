@@ -1,5 +1,6 @@
 """Every ```python block of README.md and docs/*.md runs as written, each on its own, in a fresh
-namespace with an empty temporary directory as the working directory.
+namespace with an empty temporary directory as the working directory; every ```toml block is a
+valid config (`gflow sweep` when it names a `problem`, else `gflow run --config`).
 
 A block that is deliberately not runnable is preceded, on the line just above its fence, by
 `<!-- not-run: the reason -->`; it is then reported as skipped with that reason.
@@ -14,7 +15,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 OPENING = re.compile(r"^[ \t]*```python[ \t]*$", re.M)
-BLOCK = re.compile(r"^(?P<indent>[ \t]*)```python[ \t]*\n(?P<code>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
+
+
+def fenced(language):
+    """A fenced code block in `language`: its indentation and its code."""
+    return re.compile(rf"^(?P<indent>[ \t]*)```{language}[ \t]*\n(?P<code>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
+
+
+BLOCK, TOML = fenced("python"), fenced("toml")
 NOT_RUN = re.compile(r"<!--\s*not-run:\s*(?P<reason>\S.*?)\s*-->")
 
 
@@ -52,3 +60,18 @@ def test_every_python_block_is_found():
     readme = "".join(code for _, code, _ in found["README.md"])
     assert "def loss(params):" in readme and "gflow.simulate(loss, params0" in readme
     assert any("sweep.Spec(" in code for _, code, _ in found["docs/sweeps.md"])
+
+
+def test_toml_blocks_are_valid_configs(tmp_path):
+    from gflow import _toml, sweep
+    from gflow.studies import single_run
+
+    blocks = [textwrap.dedent(m["code"]) for path in DOCS for m in TOML.finditer(path.read_text())]
+    assert blocks, "docs/sweeps.md shows a sweep config"
+    for k, text in enumerate(blocks):
+        path = tmp_path / f"block{k}.toml"
+        path.write_text(text)
+        if "problem" in _toml.read(path):
+            sweep.load_spec(path)
+        else:
+            single_run.load_config(path)
