@@ -3,7 +3,7 @@
 Writes `summary.json` (settings, status, where the solve ended, steps, final loss and alignment
 of the neurons at that time) and `flow.png` (loss and per-neuron cosines to x̄_± over time) into
 the output directory. `summary.json` is strict JSON: a value that is not finite is `null`. A run
-that does not reach t1 (status max_steps, nonfinite or failed) still writes both files, marks on
+that does not reach t1 (status max_steps, nonfinite, failed or stalled) still writes both files, marks on
 the figure where it stopped, and exits with status 1 and a one-line reason.
 """
 
@@ -173,7 +173,7 @@ def _strict(value):
 
 
 def stopped(summary: dict) -> str | None:
-    """A one-line reason when the run did not reach t1 (status max_steps, nonfinite or failed);
+    """A one-line reason when the run did not reach t1 (status max_steps, nonfinite, failed or stalled);
     None when it did."""
     status = summary["status"]
     if status in ("success", "event"):
@@ -188,6 +188,7 @@ STOP_HINTS = {
     "max_steps": "raise --max-steps or loosen --rtol",
     "nonfinite": "the state became non-finite or the step size collapsed to round-off",
     "failed": "the solver failed (see gflow.status)",
+    "stalled": "the switching solve stopped making progress; rerun with a looser --rtol (plain solve)",
 }
 
 
@@ -230,7 +231,7 @@ def register(subparsers):
         help="run one gradient flow of a two-layer ReLU network",
         description="Run one gradient flow dθ/dt = −∇L(θ) of a two-layer ReLU network and write "
         "OUT/summary.json and OUT/flow.png. Exits with status 1 and a one-line reason when the "
-        "solve stops before t1 (max_steps, nonfinite, failed), 2 on a bad option or config.",
+        "solve stops before t1 (max_steps, nonfinite, failed, stalled), 2 on a bad option or config.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--config", type=Path, default=argparse.SUPPRESS,
