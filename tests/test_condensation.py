@@ -150,22 +150,3 @@ def test_bias_and_residual_nets_against_numpy():
     np.testing.assert_allclose(models.two_layer_bias(params, X, "tanh"), two, rtol=1e-12)
     with pytest.raises(ValueError, match="activations"):
         models.residual(params, X, ("tanh",))
-
-
-@pytest.mark.parametrize("passes, status", [((True, True), 0), ((True, False), 1), ((), 0)])
-def test_study_exit_status_is_one_on_any_failed_verdict(tmp_path, passes, status):
-    import argparse
-
-    from gflow.studies import verdicts as verdicts_io
-
-    def run(out, quick):
-        rows = [verdicts_io.verdict("X", f"claim {i}", i, i, "exact", ok) for i, ok in enumerate(passes)]
-        verdicts_io.write(out, rows, {"quick": quick})
-        return rows
-
-    parser = argparse.ArgumentParser()
-    verdicts_io.register_study(parser.add_subparsers(dest="command"), "toy", "toy study", run, tmp_path, rtol=False)
-    args = parser.parse_args(["toy", "--quick", "--out", str(tmp_path)])
-    assert args.func(args) == status
-    assert "rtol" not in vars(args)
-    assert [v["pass"] for v in json.loads((tmp_path / "verdicts.json").read_text())] == list(passes)
