@@ -11,9 +11,9 @@ exponential or 2·logistic loss, on equiangular data of separation exactly μ (`
 - E1.5 digits 0 vs 1 (and MNIST when `--mnist DIR` is given): live neurons aligned with x̄_±.
 
 The verdict rows are pure functions of the measured arrays (`gflow.theory.min2024`'s
-`*_verdict`), tested on wrong inputs in tests/test_theory_min2024.py. The synthetic grid points of one data size n are solved by
-the continuous-batching pool `gflow.batching.solve_batch` (the data, loss and phase are per-point
-`args`, so each n compiles once). A point runs in phases that continue from the previous one's
+`*_verdict`), tested on wrong inputs in tests/test_theory_min2024.py. The synthetic grid points
+of one data size n are solved by the continuous-batching pool `gflow.batching.solve_batch` (the
+data, loss and phase are per-point `args`, so each n compiles once). A point runs in phases that continue from the previous one's
 final state: to t_align (alignment event), to t_esc (loss ≤ L(0)/2), then free to `t_late`.
 Writes `results.nc` (one netCDF group per experiment), the verdicts and manifest
 (`gflow.studies.verdicts.write`) and figures; docs/alignment.md shows the measured verdict.
@@ -437,14 +437,18 @@ def write_results(path, datasets):
         ds.to_netcdf(path, group=group, engine="h5netcdf", mode="a")
 
 
-def _log_ticks(ax, axis, values):
-    """Ticks at exactly `values` on a log axis, plain numbers, no minor labels (no collisions)."""
-    from matplotlib.ticker import FixedLocator, NullLocator
+def _log_ticks(ax, values):
+    """Plain-number labels on log axes (no colliding minor labels): the x ticks at exactly
+    `values`, the y ticks at 1, 2 and 5 times the powers of ten."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-    target = ax.xaxis if axis == "x" else ax.yaxis
-    target.set_major_locator(FixedLocator(values))
-    target.set_minor_locator(NullLocator())
-    (ax.set_xticklabels if axis == "x" else ax.set_yticklabels)([f"{v:g}" for v in values])
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_locator(FixedLocator(values))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    for target in (ax.xaxis, ax.yaxis):
+        target.set_major_formatter(plain)
 
 
 def _power_fit(ax, x, T, slope, lo, hi, color, label):
@@ -481,7 +485,7 @@ def _plots(cfg, results, fits, out_dir):
         first = np.exp(np.log(T[:, 0]).mean())
         ax.loglog(ns, first * np.log(ns) / np.log(ns[0]), "k:",
                   label=rf"growth like $\log n$ (row: slope CI < {f['beta_log_n']:.2f})")
-        _log_ticks(ax, "x", ns)
+        _log_ticks(ax, ns)
         ax.set(xlabel="n", ylabel="time", title=f"E1.2 n-scaling (μ={cfg.mu}, ε={cfg.init_scale:g})")
         ax.legend(fontsize=7)
         save(fig, "t_align_vs_n.png")
@@ -501,7 +505,7 @@ def _plots(cfg, results, fits, out_dir):
             ax.fill_between(mus, ref * (mus / gm) ** -0.4, ref * (mus / gm) ** -0.6, color="C0", alpha=0.12,
                             label="tolerance: slope in [−0.6, −0.4]")
         ax.loglog(mus, min2024.t_align_bound(cfg.n, mus), "k--", label=r"bound $4\log n/\sqrt{\mu}$ (reconstructed)")
-        _log_ticks(ax, "x", mus)
+        _log_ticks(ax, mus)
         ax.set(xlabel="μ", ylabel=r"$t_{\rm align}(\delta)$", title=f"E1.1 alignment time, n={cfg.n}, ε={cfg.init_scale:g}")
         ax.legend(fontsize=7)
         save(fig, "t_align_vs_mu.png")
