@@ -542,45 +542,71 @@ def _plot_d3(curves, path):
     plt.close(fig)
 
 
-def run(out: Path, quick=False, rtol=1e-6) -> list:
-    """D1–D4, D1 with equal initial norms and the D1-Adam cross-check; writes the verdicts,
-    summary and manifest (`verdicts_io.write`) and the figures into `out`, returns the Verdicts.
-    Quick mode: fewer seeds, activations and a narrower net, no D4 and no D1-init, D1-Adam for
-    x²·tanh only, D1 with equal norms for x·tanh only, and D2's target on 40 points in d = 1 (the
-    shapes of D1), so that one compiled solve serves the whole run."""
+PARTS = ("D1", "D1-equal", "D2", "D3", "D4", "D1-init", "D1-Adam")
+
+
+def parse_parts(parts):
+    """The experiments named in `parts` (comma-separated names of `PARTS`; None: all)."""
+    if parts is None:
+        return PARTS
+    names = tuple(name.strip() for name in parts.split(","))
+    bad = [name for name in names if name not in PARTS]
+    if bad or not names:
+        raise ValueError(f"--parts takes comma-separated names of {', '.join(PARTS)}, got {parts!r}")
+    return names
+
+
+def run(out: Path, quick=False, rtol=1e-6, parts=None) -> list:
+    """The experiments of `parts` (`parse_parts`: D1–D4, D1 with equal initial norms, D1-init and
+    the D1-Adam cross-check; default all); writes the verdicts, summary and manifest
+    (`verdicts_io.write`) and the figures into `out`, returns the Verdicts. Quick mode: 2 seeds,
+    fewer activations and a narrower net, no D4 and no D1-init, D1-Adam for x²·tanh only, D1 with
+    equal norms for x·tanh only, and D2's target on 40 points in d = 1 (the shapes of D1), so that
+    one compiled solve serves the whole run."""
     start = time.perf_counter()
-    if quick:
-        seeds = range(2)
-        d1 = run_d1(seeds, 50, rtol)
-        equal = run_d1(seeds, 100, rtol, ("xtanh",), experiment="D1-equal", sigma0=5e-3, equal_norms=True)
-        d2 = run_d2(range(1), 50, rtol, activations=("tanh",), n=40, d=1)
-        d3 = run_d3(0, 50, rtol, activations=("tanh",), later=(0.9, 0.5))
-        d4 = ([], [], {})
-        init = []
-        adam = run_d1_adam(seeds, 50, activations=("x2tanh",))
-    else:
-        seeds = range(10)
-        d1 = run_d1(seeds, 100, rtol)
-        equal = run_d1(range(5), 400, rtol, ("xtanh", "x2tanh"), experiment="D1-equal", sigma0=5e-3, equal_norms=True)
-        d2 = run_d2(range(5), 50, rtol)
-        d3 = run_d3(0, 100, rtol)
-        d4 = run_d4(range(3), rtol)
-        init = run_d1_init(range(3), 100, rtol)
-        adam = run_d1_adam(seeds, 100)
+    out = Path(out)
+    parts = parse_parts(parts)
+    seeds = range(2) if quick else range(10)
+    empty = ([], [], {}, {})
+    steps = {
+        "D1": lambda: run_d1(seeds, 50 if quick else 100, rtol),
+        "D1-equal": lambda: run_d1(range(2) if quick else range(5), 100 if quick else 400, rtol,
+                                   ("xtanh",) if quick else ("xtanh", "x2tanh"), experiment="D1-equal", sigma0=5e-3,
+                                   equal_norms=True),
+        "D2": lambda: (run_d2(range(1), 50, rtol, activations=("tanh",), n=40, d=1) if quick
+                       else run_d2(range(5), 50, rtol)),
+        "D3": lambda: run_d3(0, 50, rtol, activations=("tanh",), later=(0.9, 0.5)) if quick else run_d3(0, 100, rtol),
+        "D4": lambda: ([], [], {}) if quick else run_d4(range(3), rtol),
+        "D1-init": lambda: [] if quick else run_d1_init(range(3), 100, rtol),
+        "D1-Adam": lambda: run_d1_adam(seeds, 50, activations=("x2tanh",)) if quick else run_d1_adam(seeds, 100),
+    }
+    got = {name: steps[name]() if name in parts else None for name in PARTS}
+    d1, equal, d2, d3, d4 = (got[k] or empty for k in ("D1", "D1-equal", "D2", "D3", "D4"))
+    adam = got["D1-Adam"] or ([], [])
     verdicts = d1[0] + equal[0] + d2[0] + d3[0] + d4[0] + adam[0]
     wall = time.perf_counter() - start
-    summary = {"quick": quick, "rtol": rtol, "wall_seconds": wall,
-               "runs": d1[1] + equal[1] + init + d2[1] + d4[1] + adam[1], "d3": d3[1]}
+    summary = {"quick": quick, "rtol": rtol, "parts": list(parts), "wall_seconds": wall,
+               "runs": d1[1] + equal[1] + (got["D1-init"] or []) + d2[1] + d4[1] + adam[1], "d3": d3[1]}
     verdicts_io.write(out, verdicts, summary, seeds=seeds, wall_seconds=wall)
-    _plot_maps(d1[2], out / "heatmaps_D1.png", "D1 (d = 1, Fig. 5 data, Gaussian init): cosine similarity at T_stop")
-    _plot_maps(equal[2], out / "heatmaps_D1_equal.png", "D1 with equal initial norms (σ0 = 5e−3): cosine similarity at T_stop")
-    _plot_maps(d2[2], out / "heatmaps_D2.png", "D2 (Fig. 2 target): cosine similarity at T_stop")
-    _plot_directions(d1[3] | {f"{k}, equal norms": v for k, v in equal[3].items()}, out / "directions_D1.png")
-    _plot_d3(d3[1], out / "counts_D3.png")
-    if d4[2]:
-        _plot_maps(d4[2], out / "heatmaps_D4.png", "D4 (Fig. 3 residual net, seed 0): cosine similarity per layer at T_stop")
+    figures = [(d1[2], "heatmaps_D1.png", "D1 (d = 1, Fig. 5 data, Gaussian init): cosine similarity at T_stop"),
+               (equal[2], "heatmaps_D1_equal.png", "D1 with equal initial norms (σ0 = 5e−3): cosine similarity at T_stop"),
+               (d2[2], "heatmaps_D2.png", "D2 (Fig. 2 target): cosine similarity at T_stop"),
+               (d4[2], "heatmaps_D4.png", "D4 (Fig. 3 residual net, seed 0): cosine similarity per layer at T_stop")]
+    for maps, name, title in figures:
+        if maps:
+            _plot_maps(maps, out / name, title)
+    directions = d1[3] | {f"{k}, equal norms": v for k, v in equal[3].items()}
+    if directions:
+        _plot_directions(directions, out / "directions_D1.png")
+    if d3[1]:
+        _plot_d3(d3[1], out / "counts_D3.png")
     return verdicts
 
 
+def _options(p):
+    p.add_argument("--parts", type=str, help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
+
+
 def register(subparsers):
-    verdicts_io.register_study(subparsers, "condensation", "Zhou et al. 2022: condensed orientations (D1–D4)", run, "results/condensation")
+    verdicts_io.register_study(subparsers, "condensation", "Zhou et al. 2022: condensed orientations (D1–D4)", run,
+                               "results/condensation", options=_options)

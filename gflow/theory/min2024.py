@@ -161,7 +161,7 @@ def n_growth_verdict(ns, T, *, n_boot):
     must lie below β_log: the data must exclude faster growth."""
     cap = log_growth_exponent(ns)
     return exponent_verdict("E1.2", f"\"t_1 = O(log n/√μ)\" ({CITE}, Thm 1): t_align grows at most like log n",
-                            f"log-log slope of t_align against n (sum loss, n ∈ {list(ns)})", ns, T, (-np.inf, cap),
+                            f"log-log slope of t_align against n (sum loss, n ∈ {[int(n) for n in ns]})", ns, T, (-np.inf, cap),
                             basis="paper", criterion=f"95% CI below β_log = {cap:.3f}, the log-log slope of log n "
                             "over the grid", n_boot=n_boot, headline=True)
 
