@@ -187,6 +187,8 @@ def test_cli_rejects_bad_options(capsys, tmp_path):
     assert "--seeds must be ≥ 2" in capsys.readouterr().err
     assert main(["align", "--lanes", "0"]) == 2
     assert "--lanes must be a positive integer" in capsys.readouterr().err
+    assert main(["align", "--rtol", "0.5"]) == 2
+    assert "--rtol must lie in (0, 1e-3)" in capsys.readouterr().err
     assert main(["align", "--no-synthetic", "--no-n-scaling", "--no-digits", "--out", str(tmp_path)]) == 2
     assert "nothing to run" in capsys.readouterr().err
     assert main(["align", "--ns", "4"]) == 2

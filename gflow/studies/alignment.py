@@ -535,7 +535,8 @@ def _plots(cfg, results, fits, out_dir):
         ax1.axvline(8.0, color="k", lw=0.6, ls="--", label="row: non-increasing for t ≥ 8")
         ax2.plot([], [], "k:", label=r"prediction $2/(1+|c|)$, $c=\cos(x_+,x_-)$")
         ax1.set(xlabel="t", ylabel=r"$L(t)\,t$", title=f"E1.4 loss × t (exponential loss, seed {cfg.seeds[0]})")
-        ax2.set(xlabel="t", ylabel=r"$\|W\|_F^2/\|W\|_2^2$", title="E1.4 stable rank and its predicted limit")
+        ax2.set(xlabel="t", ylabel=r"$\|W\|_F^2/\|W\|_2^2$", ylim=(0.95, 0.1 + 1.2 * max(pred)),
+                title="E1.4 stable rank (from ~9 at t = 0, off scale) and its limit")
         ax1.legend(fontsize=7)
         ax2.legend(fontsize=7)
         save(fig, "late_phase.png")
@@ -544,7 +545,7 @@ def _plots(cfg, results, fits, out_dir):
         save(_cosine_figure(plt, syn, k, f"synthetic n={cfg.n}, μ={cfg.mu}, ε={cfg.init_scale:g}"), "cosines_synthetic.png")
     for name in ("digits", "mnist"):
         if name in results:
-            save(_cosine_figure(plt, results[name], 0, f"{name} 0 vs 1"), f"cosines_{name}.png")
+            save(_cosine_figure(plt, results[name], 0, f"{name} 0 vs 1, seed {cfg.real_seeds[0]}"), f"cosines_{name}.png")
             save(_rows_figure(plt, results[name], 0, name), f"rows_{name}.png")
     return paths
 
@@ -569,7 +570,7 @@ def _cosine_figure(plt, out, k, title):
     ax.plot([], [], color="C0", label=r"$v_j>0$: $\cos(w_j,\bar x_+)$")
     ax.plot([], [], color="C3", label=r"$v_j<0$: $\cos(w_j,\bar x_-)$")
     ax.set(xlabel="t", ylabel=r"$\cos(w_j, \bar x_{\rm own\ class})$", title=title, ylim=(-1, 1.02))
-    ax.legend(fontsize=7, loc="center left")
+    ax.legend(fontsize=7, loc="lower right")
     return fig
 
 
