@@ -248,8 +248,12 @@ def run_d1(seeds, width, rtol, activations=("tanh", "xtanh", "x2tanh"), *, exper
             norms = np.linalg.norm(r["W"], axis=1)
             ratio, aligned = directions.get(act, ((), ()))
             directions[act] = (np.concatenate([ratio, norms / norms.max()]), np.concatenate([aligned, cos]))
-        verdicts += _d1_rows(experiment, act, p, counts, matches, f"{act}, {len(seeds)} seeds")
+        verdicts += _d1_rows(experiment, act, p, counts, matches, f"{act}, {_seeds(len(seeds))}")
     return verdicts, records, maps, directions
+
+
+def _seeds(count):
+    return f"{count} seed" + ("s" if count != 1 else "")
 
 
 def _d1_rows(experiment, act, p, counts, matches, label):
@@ -284,7 +288,8 @@ def run_d1_adam(seeds, width, activations=("tanh", "xtanh", "x2tanh"), epochs=(2
                 risks.append(r["risk"])
                 records.append(_record("D1-Adam", act, seed, r, c, alignment(r, act, X), risk=r["risk"]))
             at = "R_S ≤ 0.99 R_S(0) at epoch" if k == 0 else "epoch"
-            label = (f"{act}, Adam lr 5e−4, {len(runs)} seeds, {at} {min(stops)}–{max(stops)}, "
+            span = f"{min(stops)}" if min(stops) == max(stops) else f"{min(stops)}–{max(stops)}"
+            label = (f"{act}, Adam lr 5e−4, {_seeds(len(runs))}, {at} {span}, "
                      f"R_S/R_S(0) {min(risks):.3f}–{max(risks):.3f}")
             verdicts += _d1_rows("D1-Adam", act, p, counts, matches, label)
     return verdicts, records
@@ -332,7 +337,7 @@ def run_d2(seeds, width, rtol, activations=("tanh", "sigmoid", "softplus", "xtan
             records.append(_record("D2", act, seed, r, c, cos, **extra))
             maps.setdefault(act, r["W"])
         K = [c.num_orientations for c, _ in runs]
-        label = f"{act}, d = {d}, {len(seeds)} seeds"
+        label = f"{act}, d = {d}, {_seeds(len(seeds))}"
         if act in P1:
             verdicts.append(zhou2022.one_line_verdict("D2", label, [c.num_lines for c, _ in runs], [c.quality for c, _ in runs]))
             if act == "tanh":
@@ -428,7 +433,7 @@ def run_d4(seeds, rtol, later=(0.9, 0.5)):
     verdicts = []
     for layer, act in enumerate(RESIDUAL_ACTIVATIONS):
         p = zhou2022.multiplicity(act)
-        label = f"residual layer {layer + 1} ({act}), {len(seeds)} seeds"
+        label = f"residual layer {layer + 1} ({act}), {_seeds(len(seeds))}"
         verdicts += [
             zhou2022.line_count_verdict("D4", label, [c[0][layer].num_lines for c in counts], p),
             zhou2022.two_p_verdict("D4", label, [c[0][layer].num_orientations for c in counts], p),
