@@ -504,7 +504,7 @@ def _plot_maps(maps, path, title):
     fig, axes = plt.subplots(1, len(maps), figsize=(3 * len(maps), 3.2), squeeze=False)
     for ax, (act, W) in zip(axes[0], maps.items()):
         image = cond.plot_heatmap(W, ax, title=f"{act}: K={cond.condensation(W).num_orientations}")
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="cos(w_j, w_k)")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=r"$\cos(w_j, w_k)$")
     fig.suptitle(title)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -521,9 +521,10 @@ def _plot_directions(directions, path):
     fig, axes = plt.subplots(1, len(directions), figsize=(3.3 * len(directions), 3.2), squeeze=False)
     for ax, (act, (ratio, cos)) in zip(axes[0], directions.items()):
         ax.semilogx(ratio, cos, ".", ms=3, alpha=0.5)
-        ax.axvline(0.2, color="k", ls="--", lw=0.8)
-        ax.set(xlabel="‖w_j‖ / max_k ‖w_k‖", ylim=(-1.05, 1.05), title=act)
-    axes[0][0].set_ylabel("cos(ŵ_j, predicted orientation)")
+        ax.axvline(0.2, color="k", ls="--", lw=0.8, label="active-set cut 0.2")
+        ax.set(xlabel=r"$\|w_j\| / \max_k \|w_k\|$", ylim=(-1.05, 1.05), title=act)
+    axes[0][0].set_ylabel(r"$\cos(\hat w_j$, predicted orientation$)$")
+    axes[0][0].legend(fontsize=7, loc="lower left")
     fig.suptitle("D1 at T_stop: direction of every neuron (no norm cut)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -539,7 +540,7 @@ def _plot_d3(curves, path):
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for act, c in curves.items():
         ax.plot(c["risk"], c["K"], "o-", label=act)
-    ax.set(xlabel="R_S(t) / R_S(0)", ylabel="K(t)", title="D3: orientation count as the loss falls")
+    ax.set(xlabel=r"$R_S(t) / R_S(0)$", ylabel=r"$K(t)$", title="D3: orientation count as the loss falls")
     ax.invert_xaxis()
     ax.legend()
     fig.tight_layout()
