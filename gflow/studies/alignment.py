@@ -628,7 +628,7 @@ def run(cfg: AlignConfig, out_dir: Path) -> list:
 
 # ----------------------------------------------------------------------------- command line
 def _options(p):
-    p.add_argument("--full", action="store_true", help="the large grids (n up to 256, t to 1e4, all digits, 3 seeds)")
+    p.add_argument("--full", action="store_true", help="the large grids (n up to 256, t to 1e4, all 360 digits with 3 seeds)")
     p.add_argument("--seeds", type=int, help="number of seeds per grid point (default 5)")
     p.add_argument("--mnist", type=str, help="directory with MNIST IDX files: adds the MNIST 0 vs 1 run")
     p.add_argument("--no-digits", action="store_true", help="skip the digits run")

@@ -236,7 +236,7 @@ def register_study(subparsers, name, help, run, default_out, *, rtol=True, quick
     if rtol is not None and rtol is not False:
         default = 1e-6 if rtol is True else float(rtol)
         p.add_argument("--rtol", type=float, default=default, help=f"solver rtol (default {default:g})")
-    p.add_argument("--out", type=Path, default=Path(default_out))
+    p.add_argument("--out", type=Path, default=Path(default_out), help=f"output directory (default {default_out})")
     if options is not None:
         options(p)
 
