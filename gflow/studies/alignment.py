@@ -13,8 +13,9 @@ exponential or 2·logistic loss, on equiangular data of separation exactly μ (`
 The verdict rows are pure functions of the measured arrays (`gflow.theory.min2024`'s
 `*_verdict`), tested on wrong inputs in tests/test_theory_min2024.py. The synthetic grid points
 of one data size n are solved by the continuous-batching pool `gflow.batching.solve_batch` (the
-data, loss and phase are per-point `args`, so each n compiles once). A point runs in phases that continue from the previous one's
-final state: to t_align (alignment event), to t_esc (loss ≤ L(0)/2), then free to `t_late`.
+data, loss and phase are per-point `args`, so each n compiles once). A point runs in phases
+that continue from the previous one's final state: to t_align (alignment event), to t_esc
+(loss ≤ L(0)/2), then free to `t_late`.
 Writes `results.nc` (one netCDF group per experiment), the verdicts and manifest
 (`gflow.studies.verdicts.write`) and figures; docs/alignment.md shows the measured verdict.
 """
