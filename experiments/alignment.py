@@ -7,7 +7,8 @@ A thin wrapper over `gflow align` (gflow/studies/alignment.py), e.g.
     python experiments/alignment.py --mnist DIR     # adds MNIST 0 vs 1 from local IDX files
     python experiments/alignment.py --full --no-synthetic --no-digits --ns 4,8,16,32,64   # one part
 
-Writes results.nc, verdict.json, verdict.md and figures into --out (results/alignment).
+Writes results.nc, verdicts.json, verdicts.md, summary.json, manifest.json and figures into
+--out (results/alignment).
 """
 
 import sys
