@@ -469,10 +469,10 @@ def _plots(out, r1, r2, r3, r4, verdicts):
     ax.loglog(d, [r["one_minus_cos"] for r in r1["rows"]], "o", label="network flow")
     ax.loglog(d, [r["leading_order"] for r in r1["rows"]], "k-", lw=0.8,
               label=r"leading order $\delta\,\varphi$, $\dot\varphi=\nabla N(\varphi)$")
-    ax.plot([1e-4], [1e-3], "rv", label=r"pilot bound $10^{-3}$ at $\delta=10^{-4}$")
+    ax.plot([3e-5, 3e-4], [1e-3, 1e-3], "r-", lw=2, label=r"pilot bound $10^{-3}$ at $\delta=10^{-4}$")
     ax.set(xlabel=r"$\delta$", ylabel=r"$1-\cos(W(t_\rho),u^*)$",
-           title=f"C1 direction at $\\|W\\|=\\rho$: leading order "
-                 f"{_outcome(verdicts, 'C1', '1 − cos against')}")
+           title=f"C1 at $\\|W\\|=\\rho$: leading order {_outcome(verdicts, 'C1', '1 − cos against')}, "
+                 f"bound {_outcome(verdicts, 'C1', '1 − cos(W')}")
     ax.legend(fontsize=8)
     ax = axes[0, 1]
     ax.plot(np.log(1 / d), [r["t_esc"] for r in r1["rows"]], "o", label="network flow (L = 2)")
@@ -490,8 +490,8 @@ def _plots(out, r1, r2, r3, r4, verdicts):
         ax.legend(fontsize=8)
         ax.set_title(f"C2 escape, L = 3: exponent {_outcome(verdicts, 'C2', 'L = 3: log')}")
     else:
-        ax.text(0.5, 0.5, "L = 3 sweep: full mode only", ha="center", transform=ax.transAxes)
-        ax.set_title("C2 escape, L = 3")
+        ax.text(0.5, 0.5, "C2, L = 3: full mode only", ha="center", transform=ax.transAxes)
+        ax.axis("off")
     ax.set(xlabel=r"$\delta$", ylabel=r"$t_{esc}$")
     ax = axes[1, 0]
     for r in r4["rows"]:
