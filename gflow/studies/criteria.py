@@ -50,3 +50,12 @@ def late_decrease(ts, loss, *, since=0.5):
     ts, loss = np.asarray(ts, float), np.asarray(loss, float)
     k = int(np.argmax(ts >= since * ts[-1]))
     return float((loss[k] - loss[-1]) / loss[-1])
+
+
+def outcome_label(verdicts, experiment, quantity_start=""):
+    """'pass', 'FAIL' or 'n/a' of the first row of `experiment` whose quantity starts with
+    `quantity_start` ('not run' if none), so that a figure's title says what its verdict says."""
+    for v in verdicts:
+        if v.experiment == experiment and v.quantity.startswith(quantity_start):
+            return {"pass": "pass", "fail": "FAIL", "not-applicable": "n/a"}[v.outcome]
+    return "not run"

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..theory import hinge_meanfield as theory
 from . import verdicts as verdicts_io
-from .criteria import fitted_slope, interval_within
+from .criteria import fitted_slope, interval_within, outcome_label
 from .verdicts import check
 
 E2_D = 100  # the closure experiments use the paper's d = 100
@@ -480,12 +480,6 @@ def e4_finite_n_verdicts(Ns, departures, test_errors, d):
     ]
 
 
-def _outcomes(verdicts, experiment):
-    """'pass', 'FAIL' or 'pass / n/a' for the rows of one experiment (for figure titles)."""
-    o = {v.outcome for v in verdicts if v.experiment == experiment}
-    return "FAIL" if "fail" in o else "pass" if o == {"pass"} else "n/a" if o else "not run"
-
-
 def plot_e3_network(out, rows, outcome="see verdicts"):
     """e3_network.png: RD and mean |cos| at 90% satisfied vs κ, network (train, test) and closure."""
     import matplotlib
@@ -526,11 +520,13 @@ def _plots(out, runs, closure, e2, e3, e3_net, verdicts):
     window = (net["train_fraction"] >= 0.3) & (t >= 1.0)
     if window.any():
         ax1.axvspan(t[window][0], t[window][-1], color="C2", alpha=0.08, label="tested: frac ≥ 0.3")
-    ax1.set(xscale="log", xlabel="t", ylabel=r"$\gamma$", title=f"E1 γ: network (grey: every 5th node) vs closure: {_outcomes(verdicts, 'E1')}")
+    ax1.set(xscale="log", xlabel="t", ylabel=r"$\gamma$",
+            title=f"E1 γ, network (grey: every 5th node) vs closure: mean {outcome_label(verdicts, 'E1', 'node-mean')}, "
+                  f"spread {outcome_label(verdicts, 'E1', 'spread')}, w⊥ frozen {outcome_label(verdicts, 'E1', 'w⊥')}")
     ax1.legend(fontsize=7)
-    ax2.loglog(t[1:], net["train_fraction"][1:], label="network, train")
-    ax2.loglog(t[1:], net["test_fraction"][1:], label="network, test")
-    ax2.loglog(t[1:], closure["fraction"][1:], "k--", label="closure")
+    ax2.semilogx(t[1:], net["train_fraction"][1:], label="network, train")
+    ax2.semilogx(t[1:], net["test_fraction"][1:], label="network, test")
+    ax2.semilogx(t[1:], closure["fraction"][1:], "k--", label="closure")
     ax2.set(xlabel="t", ylabel=r"unsatisfied fraction ($y f < h$)", title="unsatisfied examples")
     ax2.legend(fontsize=7)
     fig.tight_layout()
@@ -541,12 +537,13 @@ def _plots(out, runs, closure, e2, e3, e3_net, verdicts):
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     ax1.semilogx(c["t"][1:], c["gamma"][1:], label="closure (numerical)")
     ax1.semilogx(c["t"][1:], theory.late_gamma(c["t"][1:], E2_D), "--", label=r"$\frac{1}{4}\ln t$ + const (asymptotics)")
-    ax1.set(xlabel="t", ylabel=r"$\gamma$", ylim=(0, None), title=f"E2 closure vs its own asymptotics (d = {E2_D}): {_outcomes(verdicts, 'E2')}")
+    ax1.set(xlabel="t", ylabel=r"$\gamma$", ylim=(0, None), title=f"E2 closure vs its own asymptotics (d = {E2_D}): slope {outcome_label(verdicts, 'E2', 'dγ')}")
     ax1.legend(fontsize=8)
     ax2.loglog(c["t"][1:], c["fraction"][1:], label="closure (numerical)")
     late = c["t"] >= 1e2
     ax2.loglog(c["t"][late], theory.late_fraction(c["t"][late], E2_D), "--", label=r"$\sqrt{2}(d/2\pi)^{1/4}t^{-1/2}$")
-    ax2.set(xlabel="t", ylabel="unsatisfied fraction", title="the slowdown: fraction ∝ $t^{-1/2}$")
+    ax2.set(xlabel="t", ylabel="unsatisfied fraction",
+            title=f"the slowdown, fraction ∝ $t^{{-1/2}}$: {outcome_label(verdicts, 'E2', 'log-log')}")
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "closure_laws.png", dpi=110)
@@ -557,12 +554,13 @@ def _plots(out, runs, closure, e2, e3, e3_net, verdicts):
     ax.loglog([r["alpha"] for r in rows], [r["rd90"] for r in rows], "o-", label="RD at 90% satisfied")
     ax.loglog([r["alpha"] for r in rows], [r["rd90"] * r["alpha"] for r in rows], "^-", label=r"RD$\cdot\alpha$ (constant if lazy)")
     ax.loglog([r["alpha"] for r in rows], [r["cos90"] for r in rows], "s-", label=r"mean $|\cos(w,\hat w^*)|$")
-    ax.set(xlabel=r"$\alpha$", title=f"E3 closure (d = {E2_D}): rich (small α) vs lazy (large α): {_outcomes(verdicts, 'E3')}")
+    ax.set(xlabel=r"$\alpha$", title=f"E3 closure (d = {E2_D}): RD·α constant when lazy: {outcome_label(verdicts, 'E3', 'closure')}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "alpha_sweep.png", dpi=110)
     plt.close(fig)
-    plot_e3_network(out, e3_net, _outcomes([v for v in verdicts if v.quantity.startswith("network")], "E3"))
+    plot_e3_network(out, e3_net, "RD " + outcome_label(verdicts, "E3", "network (N") + ", cos "
+                    + outcome_label([v for v in verdicts if "cos" in v.quantity], "E3", "network (N"))
 
 
 def run(out: Path, quick=False, rtol=1e-6) -> list:

@@ -27,7 +27,8 @@ from .. import models
 from ..flow import simulate
 from ..theory import ncf
 from . import verdicts as verdicts_io
-from .criteria import fitted_slope, increment_nonlinearity, interval_within, max_relative_deviation
+from .criteria import (fitted_slope, increment_nonlinearity, interval_within, max_relative_deviation,
+                       outcome_label)
 from .verdicts import check
 
 RTOL = 1e-10  # smooth flows: high accuracy is cheap, and 1 − cos down to 1e-8 must be resolved
@@ -445,16 +446,8 @@ def run(out: Path, quick=False):
                                       "2502.15952)", "mode": "quick" if quick else "full",
                                       "settings": s, "rtol": RTOL,
                                       "wall_seconds": time.perf_counter() - start}, seeds=[0, 1])
-    _plots(out, r1, r2, r3, r4, {(v.experiment, v.quantity): v for v in verdicts})
+    _plots(out, r1, r2, r3, r4, verdicts)
     return verdicts
-
-
-def _outcome(verdicts, experiment, start):
-    """'pass' / 'FAIL' / 'n/a' of the first row of `experiment` whose quantity starts with `start`."""
-    for (e, q), v in verdicts.items():
-        if e == experiment and q.startswith(start):
-            return {"pass": "pass", "fail": "FAIL", "not-applicable": "n/a"}[v.outcome]
-    return "not run"
 
 
 def _plots(out, r1, r2, r3, r4, verdicts):
@@ -471,15 +464,15 @@ def _plots(out, r1, r2, r3, r4, verdicts):
               label=r"leading order $\delta\,\varphi$, $\dot\varphi=\nabla N(\varphi)$")
     ax.plot([3e-5, 3e-4], [1e-3, 1e-3], "r-", lw=2, label=r"pilot bound $10^{-3}$ at $\delta=10^{-4}$")
     ax.set(xlabel=r"$\delta$", ylabel=r"$1-\cos(W(t_\rho),u^*)$",
-           title=f"C1 at $\\|W\\|=\\rho$: leading order {_outcome(verdicts, 'C1', '1 − cos against')}, "
-                 f"bound {_outcome(verdicts, 'C1', '1 − cos(W')}")
+           title=f"C1 at $\\|W\\|=\\rho$: leading order {outcome_label(verdicts, 'C1', '1 − cos against')}, "
+                 f"bound {outcome_label(verdicts, 'C1', '1 − cos(W')}")
     ax.legend(fontsize=8)
     ax = axes[0, 1]
     ax.plot(np.log(1 / d), [r["t_esc"] for r in r1["rows"]], "o", label="network flow (L = 2)")
     ax.plot(np.log(1 / d), [ncf.escape_time(r1["n_star"], 2, x, RHO) for x in d], "k-", lw=0.8,
             label=r"$\ln(\rho/\delta)/(2N^*)$")
     ax.set(xlabel=r"$\ln(1/\delta)$", ylabel=r"$t_{esc}$ ($\|W\|=\rho$)",
-           title=f"C2 escape, L = 2: slope {_outcome(verdicts, 'C2', 'slope')}")
+           title=f"C2 escape, L = 2: slope {outcome_label(verdicts, 'C2', 'slope')}")
     ax.legend(fontsize=8)
     ax = axes[0, 2]
     if r2:
@@ -488,7 +481,7 @@ def _plots(out, r1, r2, r3, r4, verdicts):
         ax.loglog(r2["deltas"], r2["predicted"], "k-", lw=0.8,
                   label=r"$(\delta^{-1}-\rho^{-1})/(3N^*)$")
         ax.legend(fontsize=8)
-        ax.set_title(f"C2 escape, L = 3: exponent {_outcome(verdicts, 'C2', 'L = 3: log')}")
+        ax.set_title(f"C2 escape, L = 3: exponent {outcome_label(verdicts, 'C2', 'L = 3: log')}")
     else:
         ax.text(0.5, 0.5, "C2, L = 3: full mode only", ha="center", transform=ax.transAxes)
         ax.axis("off")
@@ -499,7 +492,7 @@ def _plots(out, r1, r2, r3, r4, verdicts):
     ax.plot(*r4["full"], "k", lw=0.6, label="smallest δ, through the 2nd drop")
     ax.axhline(r4["L_sad"], color="k", ls=":", label="one-neuron saddle")
     ax.set(xlabel="t", ylabel=r"$\frac{1}{2}\sum_i (H-y_i)^2$", xscale="log", yscale="log",
-           title=f"C4 loss: plateau level {_outcome(verdicts, 'C4', 'plateau level')}")
+           title=f"C4 loss: plateau level {outcome_label(verdicts, 'C4', 'plateau level')}")
     ax.legend(fontsize=7)
     ax = axes[1, 1]
     d4 = np.array([r["delta"] for r in r4["rows"]])
@@ -509,7 +502,7 @@ def _plots(out, r1, r2, r3, r4, verdicts):
     ax.plot(x[[0, -1]], dur[[0, -1]], "k:", label="chord (linear law)")
     ax.set(xlabel=r"$\ln(1/\delta)$", ylabel="duration",
            title=f"C4 duration linear in $\\ln(1/\\delta)$: "
-                 f"{_outcome(verdicts, 'C4', 'plateau duration')}")
+                 f"{outcome_label(verdicts, 'C4', 'plateau duration')}")
     ax.legend(fontsize=8)
     ax = axes[1, 2]
     for e in r4["directions"]:
@@ -522,8 +515,8 @@ def _plots(out, r1, r2, r3, r4, verdicts):
                        s=10 + 60 * size / size.max(), c="C0")
     ax.set(xscale="log", xlabel=r"$\delta$", ylabel="angle of $w_j$ (°)",
            title=f"C4 small neurons at the 2nd drop (size ∝ norm)\nper neuron "
-                 f"{_outcome(verdicts, 'C4', 'per neuron')}, block "
-                 f"{_outcome(verdicts, 'C4', 'cos(w_z')}; dotted: KKT maximisers of $N_r$")
+                 f"{outcome_label(verdicts, 'C4', 'per neuron')}, block "
+                 f"{outcome_label(verdicts, 'C4', 'cos(w_z')}; dotted: KKT maximisers of $N_r$")
     fig.tight_layout()
     fig.savefig(out / "kumar_haupt.png", dpi=110)
     plt.close(fig)
@@ -536,10 +529,10 @@ def _plots(out, r1, r2, r3, r4, verdicts):
         a2.axvline(r["delta"] * 0.5 * (r["t_in"] + r["t_out"]), color=line.get_color(), ls=":")
     a1.axhline(r3["L_ref"], color="k", ls=":", label=r"flow from $\delta' u^*$")
     a1.set(xlabel=r"$\delta t$", ylabel=r"$\frac{1}{2}\sum_i (H-y_i)^2$", yscale="log",
-           title=f"C3 loss (ReLU², d = 5, m = 20): level {_outcome(verdicts, 'C3', 'first-plateau')}")
+           title=f"C3 loss (ReLU², d = 5, m = 20): level {outcome_label(verdicts, 'C3', 'first-plateau')}")
     a1.legend(fontsize=8)
     a2.set(xlabel=r"$\delta t$", ylabel=r"$\max_Z \|\theta_j\|/\delta$", yscale="log",
-           title=f"C3 neurons small at escape (dotted: mid-plateau): {_outcome(verdicts, 'C3', 'max_Z')}")
+           title=f"C3 neurons small at escape (dotted: mid-plateau): {outcome_label(verdicts, 'C3', 'max_Z')}")
     a2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "c3_sparsity.png", dpi=110)
