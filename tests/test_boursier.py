@@ -146,6 +146,11 @@ def test_alignment_and_escape_rows_fail_on_wrong_inputs():
     # a curved t_esc(ln 1/λ) whose point slope is right but whose CI is wide fails too
     curved = boursier.e23_e24_verdicts(_e23_rows([0.99, 0.9999, 0.99999], 3 + slope * logs + [0, 0.3, 0]), 100, slope)
     assert curved[2].outcome == "fail"
+    # a < 0 neurons still alive at the probe (half of them): the dead-fraction row fails
+    alive = _e23_rows([0.99, 0.9999, 0.99999], 3 + slope * logs)
+    for r in alive:
+        r["dead_neg"] = 0.5
+    assert boursier.e23_e24_verdicts(alive, 100, slope)[1].outcome == "fail"
     # no live a > 0 neuron at a probe: not applicable
     rows = _e23_rows([0.99, 0.9999, 0.99999], 3 + slope * logs)
     rows[1]["live_pos"] = 0

@@ -158,6 +158,13 @@ def test_e3_e4_rows_fail_on_wrong_inputs():
     bad = study.e4_finite_n_verdicts(Ns, 0.5 * (20 / Ns) ** 0.8, [0.05, 0.06, 0.03], 20)
     assert [v.outcome for v in bad] == ["fail", "fail"]
     assert study.band_tolerance(500) == pytest.approx(3 * np.sqrt(0.68 * 0.32 / 500))
+    # the network against the closure at 90% satisfied: 15% off fails, 5% passes
+    assert study.closure_row("RD", 0.1549 * 1.05, 0.1549).outcome == "pass"
+    assert study.closure_row("RD", 0.1549 * 1.15, 0.1549).outcome == "fail"
+    assert study.closure_row("RD", np.nan, 0.1549, premise=False).outcome == "not-applicable"
+    # τ or rtol moving a result by 2% fails the numerical premise
+    assert study.insensitivity_row("E1", "c", "q", 0.005).outcome == "pass"
+    assert study.insensitivity_row("E1", "c", "q", 0.02).outcome == "fail"
 
 
 def test_finite_m_band_against_sampled_node_populations():

@@ -200,17 +200,22 @@ def band_tolerance(count, p=0.68):
     return 3 * np.sqrt(p * (1 - p) / count) if count > 0 else np.nan
 
 
+def band_row(quantity, share, count):
+    """E4's finite-M row: |share − 0.68| ≤ `band_tolerance(count)`, applicable with ≥ 30 examples
+    (pure)."""
+    tol = band_tolerance(count)
+    return check("E4", CLAIM_BAND, quantity, share, f"|share − 0.68| ≤ 3 binomial s.e. = {tol:.3f}",
+                 bool(abs(share - 0.68) <= tol), basis="reconstructed", premise=count >= 30,
+                 premise_reason=f"only {count} examples satisfied before departure")
+
+
 def band_verdict(net, closure, d, label):
     """E4's finite-M claim on one network run: the share of the examples first satisfied before
-    the run departs from the closure that lie inside x*(t) ± s, against 0.68 ± `band_tolerance`."""
+    the run departs from the closure that lie inside x*(t) ± s (`band_row`)."""
     until = departure_time(net, closure["fraction"])
     share, count = band_share(net, closure["gamma"], d, until=until)
-    tol = band_tolerance(count)
-    return check("E4", CLAIM_BAND, f"finite M = {net['a0'].shape[0]} ({label}): share of {count} "
-                 f"examples satisfied inside x*(t) ± s before departure (t ≤ {until:.3g})", share,
-                 f"|share − 0.68| ≤ 3 binomial s.e. = {tol:.3f}", bool(abs(share - 0.68) <= tol),
-                 basis="reconstructed", premise=count >= 30,
-                 premise_reason=f"only {count} examples satisfied before departure")
+    return band_row(f"finite M = {net['a0'].shape[0]} ({label}): share of {count} examples satisfied inside "
+                    f"x*(t) ± s before departure (t ≤ {until:.3g})", share, count)
 
 
 def _rel(a, b):
@@ -253,6 +258,22 @@ def e1_verdicts(net, closure, d, N):
     ]
 
 
+def insensitivity_row(experiment, claim, quantity, change, tol=0.01, *, premise=True, premise_reason="",
+                      details=None):
+    """A numerical premise: a result moves by at most `tol` (relative) when a numerical
+    parameter (τ, rtol) changes (pure)."""
+    return check(experiment, claim, quantity, change, f"≤ {tol:g}", bool(change <= tol), basis="derivation",
+                 premise=premise, premise_reason=premise_reason, details=details)
+
+
+def closure_row(quantity, value, reference, *, premise=True, details=None):
+    """E3's network-against-closure row: |value/reference − 1| ≤ 0.1 (science_B's 10%, pure)."""
+    err = value / reference - 1
+    return check("E3", CLAIM_LAZY, quantity + f" against the closure's {reference:.4g}, relative error", err,
+                 "|error| ≤ 0.1", bool(abs(err) <= 0.1), basis="pilot", premise=premise,
+                 premise_reason="the network never reached 90% satisfied", details=details)
+
+
 def run_e1(N, d, M, t1, taus, rtol):
     """E1 and the τ-convergence study; returns (verdicts, network runs by τ, closure)."""
     runs = {tau: network_flow(N, d, M, t1, tau=tau, rtol=rtol) for tau in taus}
@@ -264,11 +285,10 @@ def run_e1(N, d, M, t1, taus, rtol):
         ordered = sorted(taus)
         diffs = [float(np.max(np.abs(np.nanmean(runs[t]["gamma_nodes"], 1) - g_mean)[window])) for t in ordered[1:]]
         scale = float(np.max(g_mean[window]))
-        verdicts.append(check(
+        verdicts.append(insensitivity_row(
             "E1", "the smoothed hinge τ·softplus((h − z)/τ) stands for the linear hinge: results do "
             "not depend on τ (numerical premise, science_B §E)", f"max |γ(τ={ordered[1]:g}) − "
-            f"γ(τ={ordered[0]:g})| / max γ while frac ≥ 0.3", diffs[0] / scale, "≤ 0.01",
-            bool(diffs[0] <= 0.01 * scale), basis="derivation",
+            f"γ(τ={ordered[0]:g})| / max γ while frac ≥ 0.3", diffs[0] / scale,
             details={"larger_tau": dict(zip(map(str, ordered[1:]), diffs))}))
     return verdicts, runs, closure
 
@@ -308,8 +328,8 @@ def finite_size_verdicts(rows, d):
         values = [r[key] for r in widest]
         verdicts.append(check("E1", CLAIM_NODES, f"N = {n_max}, M = {Ms}: {name} while frac ≥ 0.3 (largest over M)", max(values), f"≤ {tol:.3g}", bool(max(values) <= tol), basis=basis, details={"values": values, "M": Ms}))
     for r in widest:
-        tol = band_tolerance(r["band_examples"])
-        verdicts.append(check("E4", CLAIM_BAND, f"finite M = {r['M']} (N = {n_max}, d = {d}): share of {r['band_examples']} examples satisfied inside x*(t) ± s before departure", r["band_share"], f"|share − 0.68| ≤ 3 binomial s.e. = {tol:.3f}", bool(abs(r["band_share"] - 0.68) <= tol), basis="reconstructed", premise=r["band_examples"] >= 30, premise_reason=f"only {r['band_examples']} examples satisfied before departure"))
+        verdicts.append(band_row(f"finite M = {r['M']} (N = {n_max}, d = {d}): share of {r['band_examples']} examples "
+                                 "satisfied inside x*(t) ± s before departure", r["band_share"], r["band_examples"]))
     return verdicts
 
 
@@ -426,18 +446,18 @@ def run_e3_network(N, d, M, alphas, rtol=1e-3, seed=0, num_saves=80, n_test=10_0
         rows.append(row)
         reached = bool(np.isfinite(reading["train"]["t90"]))
         for q, name in (("rd90", "RD"), ("cos90", "mean |cos(w_i, ŵ*)|")):
-            err = reading["train"][q] / closure[q] - 1
-            verdicts.append(check(
-                "E3", CLAIM_LAZY, f"network (N = {N}, M = {M}, d = {d}) at α = {alpha:g} (κ = {closure['kappa']:.3g}): "
-                f"{name} at 90% satisfied (train) against the closure's {closure[q]:.4g}, relative error", err,
-                "|error| ≤ 0.1", bool(abs(err) <= 0.1), basis="pilot", premise=reached,
-                premise_reason="the network never reached 90% satisfied",
+            verdicts.append(closure_row(
+                f"network (N = {N}, M = {M}, d = {d}) at α = {alpha:g} (κ = {closure['kappa']:.3g}): {name} at 90% "
+                "satisfied (train)", reading["train"][q], closure[q], premise=reached,
                 details={"test_90_vs_closure": reading["test"][q] / closure[q] - 1,
                          "train_90_vs_hyperbola_at_own_gamma_and_nodes": reading["train"][q] / own[q] - 1}))
         if check_rtol and alpha == alphas[0]:
             _, half = flow(alpha, rtol / 2, 2 * closure["t90"])
             moved = max(abs(half["train"][q] / reading["train"][q] - 1) for q in ("t90", "rd90", "cos90"))
-            verdicts.append(check("E3", "the readings are converged in the solver tolerance (numerical premise)", f"network α = {alpha:g}: rtol {rtol:g} → {rtol / 2:g}: largest relative move of t₉₀, RD₉₀, cos₉₀", moved, "≤ 0.01", bool(moved <= 0.01), basis="derivation", premise=reached, premise_reason="the network never reached 90% satisfied"))
+            verdicts.append(insensitivity_row(
+                "E3", "the readings are converged in the solver tolerance (numerical premise)",
+                f"network α = {alpha:g}: rtol {rtol:g} → {rtol / 2:g}: largest relative move of t₉₀, RD₉₀, cos₉₀",
+                moved, premise=reached, premise_reason="the network never reached 90% satisfied"))
     net_rows = [{"alpha": r["alpha"], "kappa": r["kappa"], "rd90": r["train"]["rd90"], "gamma90": r["train"]["gamma90"]} for r in rows]
     if sum(r["kappa"] >= 3.0 for r in net_rows) > 1:
         verdicts.append(lazy_verdict(net_rows, 3.0, f"network (N = {N}, M = {M}, d = {d}), train", "pilot"))
@@ -511,6 +531,7 @@ def _plots(out, runs, closure, e2, e3, e3_net, verdicts):
     N = net["X"].shape[0]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     ax1.plot(t, net["gamma_nodes"][:, ::5], color="0.75", lw=0.5)
+    ax1.plot([], [], color="0.75", lw=0.5, label=r"nodes' $\gamma_i$ (every 5th)")
     for tau, r in sorted(runs.items()):
         ax1.plot(t, np.nanmean(r["gamma_nodes"], 1), lw=1.5, label=rf"network mean $\gamma_i$, $\tau$={tau:g}")
     tol = gamma_tolerance(N)
@@ -521,7 +542,7 @@ def _plots(out, runs, closure, e2, e3, e3_net, verdicts):
     if window.any():
         ax1.axvspan(t[window][0], t[window][-1], color="C2", alpha=0.08, label="tested: frac ≥ 0.3")
     ax1.set(xscale="log", xlabel="t", ylabel=r"$\gamma$",
-            title=f"E1 γ, network (grey: every 5th node) vs closure: mean {outcome_label(verdicts, 'E1', 'node-mean')}, "
+            title=f"E1 network vs closure: mean γ {outcome_label(verdicts, 'E1', 'node-mean')}, "
                   f"spread {outcome_label(verdicts, 'E1', 'spread')}, w⊥ frozen {outcome_label(verdicts, 'E1', 'w⊥')}")
     ax1.legend(fontsize=7)
     ax2.semilogx(t[1:], net["train_fraction"][1:], label="network, train")
