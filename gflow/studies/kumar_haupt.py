@@ -10,8 +10,14 @@ criteria from science_B.md §C:
 - C2 escape time: slope 1/(2N*) in ln(1/δ) for L = 2; ∝ δ^{−1} and → 1/(3N*δ) for L = 3.
 - C3 sparsity kept: neurons small at escape stay O(δ) until the flow is at the first saddle,
   whose loss is that of the flow from δ'u* and of the pruned net.
-- C4 saddle to saddle: plateau level, duration linear in ln(1/δ), small neurons aligned with
-  the residual NCF's KKT point before the second drop.
+- C4 saddle to saddle: plateau level against the one-neuron saddle; duration linear in ln(1/δ)
+  (increment slopes within 10% of the chord, `criteria.increment_nonlinearity`); the neurons
+  small at escape aligned, as a block and one by one, with the residual NCF's KKT points, which
+  `ncf.kkt_points` finds from random starts (none taken from the flow).
+
+Rows come from pure builders of the measurements (`c1_c2_verdicts`, `c2_order3_verdicts`,
+`c3_verdicts`, `c4_verdicts`), each tested with wrong inputs; a row whose premise is absent
+(no escape, no small neuron, no plateau) is not applicable.
 """
 
 import functools
