@@ -1,22 +1,28 @@
 """`gflow condensation`: experiments D1–D4 of science_B §D (Zhou et al., NeurIPS 2022) as
 gradient flows, with the automatic orientation count of `gflow.condensation`.
 
-- D1 (d = 1, the data of the paper's Fig. 5): K_line = p for tanh, x·tanh x, x²·tanh x in ≥ 80%
-  of seeds, K ≤ 2p in all, and centroids within |cos| ≥ 0.98 of the leading-order directions of
-  `gflow.theory.zhou2022`; reported: the direction of every neuron, whatever its norm.
+- D1 (d = 1, the data of the paper's Fig. 5, N(0, σ0²) init): K_line = p for tanh, x·tanh x,
+  x²·tanh x in ≥ 80% of seeds, K ≤ 2p (the headline) and centroids within cos ≥ 0.98 of the
+  leading-order directions of `gflow.theory.zhou2022`.
+- D1-equal: D1 from the same directions with every ‖w_j‖ = σ0 = 5e−3 and a_j = ±σ0, which
+  removes the lottery of initial norms that makes p ≥ 2 winner-take-all under gradient flow,
+  so that the count rows run on flows that condensed.
 - D2 (d = 5, the data of Fig. 2): p = 1 gives one line with quality ≥ 0.9 (tanh: K = 2);
-  x·tanh x gives K ∈ {3, 4}; x²·tanh x gives K ≤ 6, compared with the KKT count of T_3; ReLU is
-  reported only.
+  x·tanh x gives K ∈ {3, 4}; x²·tanh x gives K ≤ 6 and K ≤ the KKT count of T_3; ReLU is
+  recorded only.
 - D3: after the stopping time the count K(t) does not fall as the loss falls.
 - D4 (the residual net of Fig. 3): lines per layer 3, 2, 1, 1, 1 (the multiplicities).
 - D1-Adam, a labelled cross-check and not a gradient flow: D1 trained by full-batch Adam with the
   paper's settings (`adam_stage`), to show whether the paper's optimiser gives the 2p
   orientations that the gradient flow does not.
 
-The "initial stage" ends at T_stop, the first time R_S ≤ 0.99·R_S(0); the norm cap
-max_j ‖w_j‖ = 30·σ0·√(d+1) is only the fallback for a flow that never gets there (science_B §D
-[P]). Writes `verdicts.json`, `verdicts.md`, `summary.json`, heat maps `heatmaps_D1.png`,
-`heatmaps_D2.png`, `heatmaps_D4.png`, `directions_D1.png` and `counts_D3.png` into --out.
+Every row is a criterion of `gflow.theory.zhou2022`; a count bound (K ≤ 2p, K ≤ KKT count,
+K(t) ≥ K(T_stop)) is not applicable where nothing condensed (K = 0), never a pass. The "initial
+stage" ends at T_stop, the first time R_S ≤ 0.99·R_S(0); the norm cap max_j ‖w_j‖ =
+30·σ0·√(d+1) is only the fallback for a flow that never gets there (science_B §D [P]). Writes
+the verdicts, summary and manifest (`gflow.studies.verdicts.write`), heat maps
+`heatmaps_D1.png`, `heatmaps_D1_equal.png`, `heatmaps_D2.png`, `heatmaps_D4.png`,
+`directions_D1.png` and `counts_D3.png` into --out.
 """
 
 import time
@@ -24,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..theory import zhou2022
 from . import verdicts as verdicts_io
-from .verdicts import verdict
 
 P1 = ("tanh", "sigmoid", "softplus")
 
@@ -110,10 +116,13 @@ def _flow_stages(risk, stop, params0, args, w_cap, rtol, t1, later):
     return params, ts, risks, rule, status, steps
 
 
-def initial_stage(X, y, activation, width, seed, rtol=1e-6, t1=1e9, later=(), sigma0=None, a_scale=1.0):
+def initial_stage(X, y, activation, width, seed, rtol=1e-6, t1=1e9, later=(), sigma0=None, a_scale=1.0,
+                  equal_norms=False):
     """Gradient flow of R_S for the two-layer net with bias from N(0, σ0²) parameters up to T_stop
     (`_flow_stages`; fallback max_j ‖w_j‖ = 30σ0√(d+1)). σ0 defaults to `init_scale(activation)`;
-    `a_scale` multiplies the initial output weights (a ~ N(0, (a_scale·σ0)²)).
+    `a_scale` multiplies the initial output weights (a ~ N(0, (a_scale·σ0)²)). With
+    `equal_norms`, every neuron starts at ‖w_j‖ = σ0 (the Gaussian draw's direction) with
+    a_j = ±a_scale·σ0 (its sign): the same directions without the lottery of initial norms.
 
     Returns a dict with the weights W and a at T_stop, the residual e = f − y there, T_stop,
     the rule that set it ("loss" or "norm cap"), the status, the step count, and, for each
@@ -128,6 +137,9 @@ def initial_stage(X, y, activation, width, seed, rtol=1e-6, t1=1e9, later=(), si
     sigma0 = init_scale(activation) if sigma0 is None else sigma0
     params0 = models.init_two_layer_bias(jax.random.PRNGKey(seed), X.shape[1], width, sigma0)
     params0["a"] = a_scale * params0["a"]
+    if equal_norms:
+        params0 = {"W": sigma0 * params0["W"] / jnp.linalg.norm(params0["W"], axis=1, keepdims=True),
+                   "a": a_scale * sigma0 * jnp.sign(params0["a"])}
     args = {"X": jnp.asarray(X), "y": jnp.asarray(y), "activation": jnp.asarray(ACTIVATIONS.index(activation))}
     w_cap = 30 * sigma0 * np.sqrt(X.shape[1] + 1)
     params, ts, risks, rule, status, steps = _flow_stages(_risk, _stop, params0, args, w_cap, rtol, t1, later)
@@ -189,8 +201,6 @@ def alignment(result, activation, X):
     norm cut: the direction statistics of all neurons, not only the active set (nan where the
     theory predicts no orientation, e.g. p = 3 where T_3 has no maximum with T_3 > 0)."""
     from ..condensation import _unit
-    from ..theory import zhou2022
-
     U = _unit(result["W"])
     cos = np.full(len(U), np.nan)
     for sign in (1, -1):
@@ -204,8 +214,6 @@ def alignment(result, activation, X):
 def _centroid_match(result, count, activation, X):
     """min over counted clusters of max cos(centroid, predicted orientation for the cluster's
     majority sign of a_j), predictions from the residual at T_stop."""
-    from ..theory import zhou2022
-
     best = []
     for k, centroid in enumerate(count.centroids):
         sign = np.sign(np.sum(np.sign(result["a"][count.labels == k]))) or 1.0
@@ -216,48 +224,53 @@ def _centroid_match(result, count, activation, X):
 
 
 
-def run_d1(seeds, width, rtol, activations=("tanh", "xtanh", "x2tanh")):
-    """D1 on the data of Fig. 5; returns (verdicts, per-run records, weights for heat maps,
-    (norm ratio, alignment) of all neurons per activation for the direction figure)."""
+def run_d1(seeds, width, rtol, activations=("tanh", "xtanh", "x2tanh"), *, experiment="D1", sigma0=None,
+           equal_norms=False):
+    """D1 on the data of Fig. 5 (`initial_stage` with `sigma0`, `equal_norms`); returns (verdicts,
+    per-run records, weights for heat maps, (norm ratio, alignment) of all neurons per activation
+    for the direction figure). Rows per activation: K_line = p, K ≤ 2p (the headline of D1; not
+    applicable where nothing condensed), centroids on the predicted directions."""
     from .. import condensation as cond
-    from ..theory import zhou2022
 
     X, y = fig5_data()
     verdicts, records, maps, directions = [], [], {}, {}
     for act in activations:
         p = zhou2022.multiplicity(act)
-        lines, orientations, matches, medians = [], [], [], []
+        counts, matches = [], []
         for seed in seeds:
-            r = initial_stage(X, y, act, width, seed, rtol)
+            r = initial_stage(X, y, act, width, seed, rtol, sigma0=sigma0, equal_norms=equal_norms)
             c = cond.condensation(r["W"])
             cos = alignment(r, act, X)
-            lines.append(c.num_lines)
-            orientations.append(c.num_orientations)
+            counts.append(c)
             matches.append(_centroid_match(r, c, act, X))
-            medians.append(round(float(np.nanmedian(cos)), 3))
-            records.append(_record("D1", act, seed, r, c, cos))
+            records.append(_record(experiment, act, seed, r, c, cos))
             maps.setdefault(act, r["W"])
             norms = np.linalg.norm(r["W"], axis=1)
             ratio, aligned = directions.get(act, ((), ()))
             directions[act] = (np.concatenate([ratio, norms / norms.max()]), np.concatenate([aligned, cos]))
-        share = np.mean(np.asarray(lines) == p)
-        verdicts += [
-            verdict("D1", f"{act}: K_line = p in ≥ 80% of seeds", f"{share:.0%} of {len(seeds)} (K_line {lines})", f"K_line = {p}", "≥ 80% of seeds", share >= 0.8),
-            verdict("D1", f"{act}: K ≤ 2p in every seed", max(orientations), f"≤ {2 * p}", "all seeds", max(orientations) <= 2 * p),
-            verdict("D1", f"{act}: centroids on predicted directions", round(min(matches), 4), "cos = 1", "cos ≥ 0.98", min(matches) >= 0.98),
-            verdict("D1", f"{act}: all neurons, no norm cut: median cos(ŵ_j, predicted) per seed", medians, "cos = 1", "report", True),
-        ]
+        verdicts += _d1_rows(experiment, act, p, counts, matches, f"{act}, {_seeds(len(seeds))}")
     return verdicts, records, maps, directions
+
+
+def _seeds(count):
+    return f"{count} seed" + ("s" if count != 1 else "")
+
+
+def _d1_rows(experiment, act, p, counts, matches, label):
+    return [
+        zhou2022.line_count_verdict(experiment, label, [c.num_lines for c in counts], p),
+        zhou2022.two_p_verdict(experiment, label, [c.num_orientations for c in counts], p, headline=experiment == "D1"),
+        zhou2022.centroid_verdict(experiment, label, matches),
+    ]
 
 
 def run_d1_adam(seeds, width, activations=("tanh", "xtanh", "x2tanh"), epochs=(200, 1000)):
     """D1 again with full-batch Adam (`adam_stage`, the paper's optimiser and settings) instead of
     gradient flow: a labelled cross-check of whether Adam gives the 2p orientations that the
-    gradient flow does not, with D1's criteria at the §D loss rule and at each epoch count
+    gradient flow does not, with D1's rows at the §D loss rule and at each epoch count
     (centroids against the initial-stage directions, from the residual at initialisation).
     Returns (verdicts, records)."""
     from .. import condensation as cond
-    from ..theory import zhou2022
 
     X, y = fig5_data()
     verdicts, records = [], []
@@ -265,36 +278,31 @@ def run_d1_adam(seeds, width, activations=("tanh", "xtanh", "x2tanh"), epochs=(2
         p = zhou2022.multiplicity(act)
         runs = {seed: adam_stage(X, y, act, width, seed, epochs=epochs) for seed in seeds}
         for k in range(len(epochs) + 1):
-            lines, orientations, matches, stops, risks = [], [], [], [], []
+            counts, matches, stops, risks = [], [], [], []
             for seed, stages in runs.items():
                 r = stages[k]
                 c = cond.condensation(r["W"])
-                lines.append(c.num_lines)
-                orientations.append(c.num_orientations)
+                counts.append(c)
                 matches.append(_centroid_match(r, c, act, X))
                 stops.append(r["t_stop"])
                 risks.append(r["risk"])
                 records.append(_record("D1-Adam", act, seed, r, c, alignment(r, act, X), risk=r["risk"]))
-            at = "R_S ≤ 0.99 R_S(0)" if k == 0 else "epoch"
-            label = f"Adam cross-check, lr 5e−4, {at} {min(stops)}–{max(stops)}, R_S/R_S(0) {min(risks):.3f}–{max(risks):.3f}"
-            share = np.mean(np.asarray(lines) == p)
-            verdicts += [
-                verdict("D1-Adam", f"{act} ({label}): K_line = p in ≥ 80% of seeds", f"{share:.0%} of {len(runs)} (K_line {lines}, K {orientations})", f"K_line = {p}", "≥ 80% of seeds", share >= 0.8),
-                verdict("D1-Adam", f"{act} ({label}): K ≤ 2p in every seed", max(orientations), f"≤ {2 * p}", "all seeds", max(orientations) <= 2 * p),
-                verdict("D1-Adam", f"{act} ({label}): centroids on the initial-stage directions", round(min(matches), 4), "cos = 1", "cos ≥ 0.98", min(matches) >= 0.98),
-            ]
+            at = "R_S ≤ 0.99 R_S(0) at epoch" if k == 0 else "epoch"
+            span = f"{min(stops)}" if min(stops) == max(stops) else f"{min(stops)}–{max(stops)}"
+            label = (f"{act}, Adam lr 5e−4, {_seeds(len(runs))}, {at} {span}, "
+                     f"R_S/R_S(0) {min(risks):.3f}–{max(risks):.3f}")
+            verdicts += _d1_rows("D1-Adam", act, p, counts, matches, label)
     return verdicts, records
 
 
 def run_d1_init(seeds, width, rtol, activations=("xtanh", "x2tanh"), inits=((2e-4, 1.0), (1e-3, 1.0), (5e-3, 1.0), (1e-3, 10.0), (1e-3, 0.1))):
     """Is p ≥ 2 winner-take-all an artefact of the initialisation? D1 with σ0 over a 25-fold range
-    (5e−3 is the paper's) and with a scaled by 10 and 0.1 against w: report rows (active set, K,
-    median cos of all neurons to the predicted orientations, median ‖w_j‖/max) and records."""
+    (5e−3 is the paper's) and with a scaled by 10 and 0.1 against w: records only (active set,
+    K, median cos of all neurons to the predicted orientations, median ‖w_j‖/max), no verdict."""
     from .. import condensation as cond
-    from ..theory import zhou2022
 
     X, y = fig5_data()
-    verdicts, records = [], []
+    records = []
     for act in activations:
         for sigma0, a_scale in inits:
             rows = []
@@ -305,16 +313,14 @@ def run_d1_init(seeds, width, rtol, activations=("xtanh", "x2tanh"), inits=((2e-
                 rows.append({"seed": seed, "t_stop": r["t_stop"], "stop_rule": r["stop_rule"], "active": c.num_active, "K": c.num_orientations,
                              "median_cos_all": float(np.nanmedian(alignment(r, act, X))), "median_norm_ratio": float(np.median(norms / norms.max()))})
             records.append({"experiment": "D1-init", "activation": act, "sigma0": sigma0, "a_scale": a_scale, "runs": rows})
-            measured = f"active {[x['active'] for x in rows]}, K {[x['K'] for x in rows]}, median cos {[round(x['median_cos_all'], 3) for x in rows]}, median ‖w‖/max {[round(x['median_norm_ratio'], 4) for x in rows]}"
-            verdicts.append(verdict("D1-init", f"{act}, σ0 = {sigma0:g}, a scaled by {a_scale:g}: does the active set grow?", measured, f"2p = {2 * zhou2022.multiplicity(act)} orientations", "report", True))
-    return verdicts, records
+    return records
 
 
 def run_d2(seeds, width, rtol, activations=("tanh", "sigmoid", "softplus", "xtanh", "x2tanh", "relu"), n=80, d=5):
     """D2 on the data of Fig. 2 (one dataset per seed; n points in d dimensions, the paper's
-    80 and 5 by default); returns (verdicts, records, heat maps)."""
+    80 and 5 by default); returns (verdicts, records, heat maps). ReLU (no multiplicity) is
+    recorded only."""
     from .. import condensation as cond
-    from ..theory import zhou2022
 
     verdicts, records, maps = [], [], {}
     for act in activations:
@@ -331,35 +337,36 @@ def run_d2(seeds, width, rtol, activations=("tanh", "sigmoid", "softplus", "xtan
             records.append(_record("D2", act, seed, r, c, cos, **extra))
             maps.setdefault(act, r["W"])
         K = [c.num_orientations for c, _ in runs]
-        lines = [c.num_lines for c, _ in runs]
-        q = min(c.quality for c, _ in runs)
+        label = f"{act}, d = {d}, {_seeds(len(seeds))}"
         if act in P1:
-            verdicts.append(verdict("D2", f"{act}: one line, q ≥ 0.9", f"K_line {lines}, min q {q:.2f}", "K_line = 1", "q ≥ 0.9", set(lines) == {1} and q >= 0.9))
+            verdicts.append(zhou2022.one_line_verdict("D2", label, [c.num_lines for c, _ in runs], [c.quality for c, _ in runs]))
             if act == "tanh":
-                verdicts.append(verdict("D2", "tanh: K = 2", K, 2, "exact", set(K) == {2}))
+                verdicts.append(zhou2022.exact_count_verdict("D2", label, K, {2}, "tanh (σ(0) = 0, odd): the line ±ĝ "
+                                                             "holds two orientations (science_B D2)"))
         elif act == "xtanh":
-            verdicts.append(verdict("D2", "xtanh: K ∈ {3, 4}", K, "3 or 4", "exact", set(K) <= {3, 4}))
+            verdicts.append(zhou2022.exact_count_verdict("D2", label, K, {3, 4}, "x·tanh x (p = 2): 3 or 4 orientations "
+                                                         "on d = 5 (science_B D2)"))
         elif act == "x2tanh":
-            kkt = [e["kkt_orientations"] for _, e in runs]
-            verdicts.append(verdict("D2", "x2tanh: K ≤ 2p = 6 (conjecture)", K, "≤ 6", "exact", max(K) <= 6))
-            verdicts.append(verdict("D2", "x2tanh: K ≤ KKT count (2 × local maxima of T_3)", K, kkt, "K ≤ KKT", all(k <= t for k, t in zip(K, kkt))))
-        else:
-            verdicts.append(verdict("D2", f"{act}: report only (paper: 3 orientations)", K, "report", "none", True))
+            verdicts.append(zhou2022.two_p_verdict("D2", label, K, 3))
+            verdicts.append(zhou2022.kkt_verdict("D2", label, K, [e["kkt_orientations"] for _, e in runs]))
     return verdicts, records, maps
 
 
-def run_d3(seed, width, rtol, activations=("tanh", "xtanh", "x2tanh"), later=(0.9, 0.7, 0.5, 0.3)):
+def run_d3(seed, width, rtol, activations=("tanh", "xtanh", "x2tanh"), later=(0.9, 0.7, 0.5, 0.3), *, sigma0=None,
+           equal_norms=False):
     """D3: K(t) where the loss has fallen to fractions `later` of R_S(0), on the Fig. 5 data;
-    K must not fall below K(T_stop)."""
+    K must not fall below K(T_stop) (not applicable where K(T_stop) = 0)."""
     from .. import condensation as cond
 
     X, y = fig5_data()
     verdicts, curves = [], {}
+    init = ", equal norms" if equal_norms else ""
     for act in activations:
-        r = initial_stage(X, y, act, width, seed, rtol, later=later)
+        r = initial_stage(X, y, act, width, seed, rtol, later=later, sigma0=sigma0, equal_norms=equal_norms)
         K = [cond.condensation(W).num_orientations for W in r["later_W"]]
-        curves[act] = {"t_over_t_stop": list(np.asarray(r["later_ts"]) / r["t_stop"]), "K": K, "risk": list(r["later_risk"])}
-        verdicts.append(verdict("D3", f"{act}: K(t) ≥ K(T_stop) as the loss falls", K, f"≥ {K[0]}", "qualitative", min(K) >= K[0]))
+        curves[act + init] = {"t_over_t_stop": list(np.asarray(r["later_ts"]) / r["t_stop"]), "K": K, "risk": list(r["later_risk"])}
+        stops = ", ".join(f"{q:.2f}" for q in r["later_risk"])
+        verdicts.append(zhou2022.persistence_verdict("D3", f"{act}{init}, seed {seed}, R_S/R_S(0) = {stops}", K))
     return verdicts, curves
 
 
@@ -415,10 +422,10 @@ def residual_stage(seed, width=18, sigma0=0.01, rtol=1e-6, t1=1e9, later=()):
 
 def run_d4(seeds, rtol, later=(0.9, 0.5)):
     """D4 (Zhou et al., Fig. 3): lines per residual layer at T_stop, against the paper's by-eye
-    counts 3, 2, 1, 1, 1 (= the multiplicities of x²tanh, x·tanh, sigmoid, tanh, softplus), and,
-    reported only, the counts where the continued flow reaches the fractions `later` of R_S(0)."""
+    counts 3, 2, 1, 1, 1 (= the multiplicities of x²tanh, x·tanh, sigmoid, tanh, softplus), and
+    K ≤ 2p (not applicable where nothing condensed); the records hold the counts where the
+    continued flow reaches the fractions `later` of R_S(0)."""
     from .. import condensation as cond
-    from ..theory import zhou2022
 
     runs = [residual_stage(seed, rtol=rtol, later=later) for seed in seeds]
     # counts[run][stop][layer]
@@ -426,14 +433,10 @@ def run_d4(seeds, rtol, later=(0.9, 0.5)):
     verdicts = []
     for layer, act in enumerate(RESIDUAL_ACTIVATIONS):
         p = zhou2022.multiplicity(act)
-        lines = [c[0][layer].num_lines for c in counts]
-        K = [c[0][layer].num_orientations for c in counts]
-        share = np.mean(np.asarray(lines) == p)
-        later_lines = {f"{risk:.2f}": c[k][layer].num_lines for c, r in zip(counts[:1], runs[:1]) for k, risk in enumerate(r["risk"])}
+        label = f"residual layer {layer + 1} ({act}), {_seeds(len(seeds))}"
         verdicts += [
-            verdict("D4", f"layer {layer + 1} ({act}): K_line = p in ≥ 80% of seeds", f"{share:.0%} of {len(seeds)} (K_line {lines})", f"K_line = {p}", "≥ 80% of seeds", share >= 0.8),
-            verdict("D4", f"layer {layer + 1} ({act}): K ≤ 2p in every seed", K, f"≤ {2 * p}", "all seeds", max(K) <= 2 * p),
-            verdict("D4", f"layer {layer + 1} ({act}): K_line as the loss falls, seed {seeds[0]} (R_S/R_S(0): K_line)", later_lines, f"{p}", "report", True),
+            zhou2022.line_count_verdict("D4", label, [c[0][layer].num_lines for c in counts], p),
+            zhou2022.two_p_verdict("D4", label, [c[0][layer].num_orientations for c in counts], p),
         ]
     records = [
         {
@@ -544,34 +547,71 @@ def _plot_d3(curves, path):
     plt.close(fig)
 
 
-def run(out: Path, quick=False, rtol=1e-6) -> list:
-    """D1–D4 and the D1-Adam cross-check. Quick mode: fewer seeds, activations and a narrower
-    net, no D4, D1-Adam for x²·tanh only, and D2's target on 40 points in d = 1 (the shapes of
-    D1), so that one compiled solve serves the whole run."""
+PARTS = ("D1", "D1-equal", "D2", "D3", "D4", "D1-init", "D1-Adam")
+
+
+def parse_parts(parts):
+    """The experiments named in `parts` (comma-separated names of `PARTS`; None: all)."""
+    if parts is None:
+        return PARTS
+    names = tuple(name.strip() for name in parts.split(","))
+    bad = [name for name in names if name not in PARTS]
+    if bad or not names:
+        raise ValueError(f"--parts takes comma-separated names of {', '.join(PARTS)}, got {parts!r}")
+    return names
+
+
+def run(out: Path, quick=False, rtol=1e-6, parts=None) -> list:
+    """The experiments of `parts` (`parse_parts`: D1–D4, D1 with equal initial norms, D1-init and
+    the D1-Adam cross-check; default all); writes the verdicts, summary and manifest
+    (`verdicts_io.write`) and the figures into `out`, returns the Verdicts. Quick mode: 2 seeds,
+    fewer activations and a narrower net, no D4 and no D1-init, D1-Adam for x²·tanh only, D1 with
+    equal norms for x·tanh only, and D2's target on 40 points in d = 1 (the shapes of D1), so that
+    one compiled solve serves the whole run."""
     start = time.perf_counter()
-    if quick:
-        d1 = run_d1(range(2), 50, rtol)
-        d2 = run_d2(range(1), 50, rtol, activations=("tanh",), n=40, d=1)
-        d3 = run_d3(0, 50, rtol, activations=("tanh",), later=(0.9, 0.5))
-        d4 = ([], [], {})
-    else:
-        d1 = run_d1(range(10), 100, rtol)
-        d2 = run_d2(range(5), 50, rtol)
-        d3 = run_d3(0, 100, rtol)
-        d4 = run_d4(range(3), rtol)
-    init = run_d1_init(range(3), 100, rtol) if not quick else ([], [])
-    adam = run_d1_adam(range(2), 50, activations=("x2tanh",)) if quick else run_d1_adam(range(10), 100)
-    verdicts = d1[0] + init[0] + d2[0] + d3[0] + d4[0] + adam[0]
-    summary = {"quick": quick, "rtol": rtol, "wall_seconds": time.perf_counter() - start, "runs": d1[1] + init[1] + d2[1] + d4[1] + adam[1], "d3": d3[1]}
-    verdicts_io.write(out, verdicts, summary)
-    _plot_maps(d1[2], out / "heatmaps_D1.png", "D1 (d = 1, Fig. 5 data): cosine similarity at T_stop")
-    _plot_maps(d2[2], out / "heatmaps_D2.png", "D2 (d = 5, Fig. 2 data): cosine similarity at T_stop")
-    _plot_directions(d1[3], out / "directions_D1.png")
-    _plot_d3(d3[1], out / "counts_D3.png")
-    if d4[2]:
-        _plot_maps(d4[2], out / "heatmaps_D4.png", "D4 (Fig. 3 residual net, seed 0): cosine similarity per layer at T_stop")
+    out = Path(out)
+    parts = parse_parts(parts)
+    seeds = range(2) if quick else range(10)
+    empty = ([], [], {}, {})
+    steps = {
+        "D1": lambda: run_d1(seeds, 50 if quick else 100, rtol),
+        "D1-equal": lambda: run_d1(range(2) if quick else range(5), 100 if quick else 400, rtol,
+                                   ("xtanh",) if quick else ("xtanh", "x2tanh"), experiment="D1-equal", sigma0=5e-3,
+                                   equal_norms=True),
+        "D2": lambda: (run_d2(range(1), 50, rtol, activations=("tanh",), n=40, d=1) if quick
+                       else run_d2(range(5), 50, rtol)),
+        "D3": lambda: run_d3(0, 50, rtol, activations=("tanh",), later=(0.9, 0.5)) if quick else run_d3(0, 100, rtol),
+        "D4": lambda: ([], [], {}) if quick else run_d4(range(3), rtol),
+        "D1-init": lambda: [] if quick else run_d1_init(range(3), 100, rtol),
+        "D1-Adam": lambda: run_d1_adam(seeds, 50, activations=("x2tanh",)) if quick else run_d1_adam(seeds, 100),
+    }
+    got = {name: steps[name]() if name in parts else None for name in PARTS}
+    d1, equal, d2, d3, d4 = (got[k] or empty for k in ("D1", "D1-equal", "D2", "D3", "D4"))
+    adam = got["D1-Adam"] or ([], [])
+    verdicts = d1[0] + equal[0] + d2[0] + d3[0] + d4[0] + adam[0]
+    wall = time.perf_counter() - start
+    summary = {"quick": quick, "rtol": rtol, "parts": list(parts), "wall_seconds": wall,
+               "runs": d1[1] + equal[1] + (got["D1-init"] or []) + d2[1] + d4[1] + adam[1], "d3": d3[1]}
+    verdicts_io.write(out, verdicts, summary, seeds=seeds, wall_seconds=wall)
+    figures = [(d1[2], "heatmaps_D1.png", "D1 (d = 1, Fig. 5 data, Gaussian init): cosine similarity at T_stop"),
+               (equal[2], "heatmaps_D1_equal.png", "D1 with equal initial norms (σ0 = 5e−3): cosine similarity at T_stop"),
+               (d2[2], "heatmaps_D2.png", "D2 (Fig. 2 target): cosine similarity at T_stop"),
+               (d4[2], "heatmaps_D4.png", "D4 (Fig. 3 residual net, seed 0): cosine similarity per layer at T_stop")]
+    for maps, name, title in figures:
+        if maps:
+            _plot_maps(maps, out / name, title)
+    directions = d1[3] | {f"{k}, equal norms": v for k, v in equal[3].items()}
+    if directions:
+        _plot_directions(directions, out / "directions_D1.png")
+    if d3[1]:
+        _plot_d3(d3[1], out / "counts_D3.png")
     return verdicts
 
 
+def _options(p):
+    p.add_argument("--parts", type=str, help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
+
+
 def register(subparsers):
-    verdicts_io.register_study(subparsers, "condensation", "Zhou et al. 2022: condensed orientations (D1–D4)", run, "results/condensation")
+    verdicts_io.register_study(subparsers, "condensation", "Zhou et al. 2022: condensed orientations (D1–D4)", run,
+                               "results/condensation", options=_options)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..condensation import _unit
 from ..models import with_bias
+from ..studies.verdicts import check
 
 #: Multiplicity p of the activations of `gflow.models.ACTIVATIONS` (ReLU has none).
 MULTIPLICITY = {"tanh": 1, "sigmoid": 1, "softplus": 1, "xtanh": 2, "x2tanh": 3}
@@ -135,3 +136,96 @@ def predicted_directions(activation, X, residual, a_sign=None):
         pairs = {1: list(m), -1: list(-m)}
     keep = (1, -1) if a_sign is None else (int(np.sign(a_sign)),)
     return np.array([v for s in keep for v in pairs[s]]).reshape(-1, np.shape(X)[-1] + 1)
+
+
+# ----------------------------------------------------------------------------- verdict criteria
+# The rows of `gflow condensation` as pure functions of per-seed counts (K: orientations, K_line:
+# lines, from `gflow.condensation.condensation`), so that tests can feed them wrong inputs. A
+# count bound holds vacuously when nothing condensed (K = 0): such a row is not applicable.
+CITE = "Zhou et al. 2022"
+
+
+def _ints(values):
+    return [int(v) for v in np.asarray(values).ravel()]
+
+
+def _uncondensed(K):
+    zero = [k for k, v in enumerate(_ints(K)) if v < 1]
+    return f"nothing condensed (K = 0) in {len(zero)} of {len(_ints(K))} runs (indices {zero}): the bound holds vacuously"
+
+
+def count_bound_verdict(experiment, label, K, bound, *, bound_name, claim, basis, headline=False):
+    """K ≤ bound in every run (`bound` a number or one per run), tested only when every run
+    condensed (K ≥ 1); not applicable otherwise."""
+    K = _ints(K)
+    bounds = np.broadcast_to(np.asarray(bound), (len(K),))
+    return check(experiment, claim, f"{label}: K per run", str(K), f"K ≤ {bound_name} in every run",
+                 bool(np.all(np.asarray(K) <= bounds)), basis=basis, premise=len(K) > 0 and min(K) >= 1,
+                 premise_reason=_uncondensed(K), headline=headline)
+
+
+def two_p_verdict(experiment, label, K, p, headline=False):
+    """[paper] "the maximum number of condensed orientations in the initial stage is 2p"
+    (a conjecture, proved for p = 1 and for d = 1): K ≤ 2p in every run that condensed."""
+    return count_bound_verdict(experiment, label, K, 2 * p, bound_name=f"2p = {2 * p}", basis="paper",
+                               claim=f"\"the maximum number of condensed orientations in the initial stage is twice "
+                               f"the multiplicity of the activation\" ({CITE}, §1)", headline=headline)
+
+
+def kkt_verdict(experiment, label, K, kkt):
+    """[derivation] K ≤ the KKT count, 2 × the strict local maxima of T_3 on S^d (`maxima_p3`),
+    in every run that condensed."""
+    return count_bound_verdict(experiment, label, K, kkt, bound_name=f"KKT count {_ints(kkt)}", basis="derivation",
+                               claim="p = 3 neurons condense on the local maxima of T_3(u) = −Σ e_i (u·x̃_i)³ "
+                               "or their negatives (leading-order theory, science_B §D [R])")
+
+
+def line_count_verdict(experiment, label, lines, p, share=0.8):
+    """[pilot] K_line = p in at least `share` of the runs (science_B D1: ≥ 8/10 seeds). A run
+    where nothing condensed has K_line = 0 ≠ p and counts against the claim."""
+    lines = _ints(lines)
+    got = float(np.mean(np.asarray(lines) == p)) if lines else np.nan
+    return check(experiment, f"p = {p}: the condensed orientations lie on p lines ({CITE}, Figs. 2, 5; science_B D1)",
+                 f"{label}: share of runs with K_line = {p} (K_line per run {lines})", got, f"≥ {share:.0%}",
+                 bool(lines) and got >= share, basis="pilot", premise=bool(lines), premise_reason="no runs")
+
+
+def centroid_verdict(experiment, label, matches, threshold=0.98):
+    """[derivation] the counted clusters sit on the leading-order directions
+    (`predicted_directions`): min over runs of the worst cluster's cos to its nearest prediction
+    ≥ threshold. Not applicable when a run has no counted cluster (NaN)."""
+    m = np.asarray(matches, float)
+    premise = m.size > 0 and bool(np.all(np.isfinite(m)))
+    measured = float(np.min(m)) if premise else None
+    return check(experiment, "condensed orientations are the leading-order directions: ±ĝ (p = 1), eigenvectors of C "
+                 "(p = 2), maxima of T_3 (p = 3) (science_B §D [R])", f"{label}: min cos(centroid, predicted)",
+                 measured, f"≥ {threshold}", premise and measured >= threshold, basis="derivation", premise=premise,
+                 premise_reason=f"no counted cluster in {int(np.sum(~np.isfinite(m)))} of {m.size} runs")
+
+
+def persistence_verdict(experiment, label, K):
+    """[pilot] after T_stop the count does not fall as the loss falls (science_B D3): K at each
+    later stop ≥ K(T_stop). Not applicable when nothing had condensed at T_stop."""
+    K = _ints(K)
+    return check(experiment, "condensation persists: after the initial stage K(t) does not decrease as the loss "
+                 "falls (science_B D3, qualitative)", f"{label}: K at T_stop, then at the later stops", str(K),
+                 "K(t) ≥ K(T_stop) at every later stop", len(K) > 0 and min(K) >= K[0], basis="pilot",
+                 premise=len(K) > 0 and K[0] >= 1, premise_reason="nothing condensed at T_stop (K = 0)")
+
+
+def one_line_verdict(experiment, label, lines, quality, min_quality=0.9):
+    """[paper] p = 1 (proved, any d): every input weight tends to ±ĝ, one line: K_line = 1 and
+    quality q ≥ `min_quality` in every run (K_line = 0, nothing condensed, fails)."""
+    lines = _ints(lines)
+    q = float(np.min(quality)) if len(lines) else np.nan
+    return check(experiment, f"p = 1: all input weights condense on one line ±ĝ ({CITE}, Thm. for p = 1)",
+                 f"{label}: K_line per run {lines}, min quality q", q, f"K_line = 1 and q ≥ {min_quality} in every run",
+                 bool(lines) and set(lines) == {1} and q >= min_quality, basis="paper", premise=bool(lines),
+                 premise_reason="no runs")
+
+
+def exact_count_verdict(experiment, label, K, allowed, claim):
+    """[pilot] K in the set `allowed` in every run (science_B D2; K = 0 fails)."""
+    K = _ints(K)
+    return check(experiment, claim, f"{label}: K per run", str(K), f"K ∈ {sorted(allowed)} in every run",
+                 bool(K) and set(K) <= set(allowed), basis="pilot", premise=bool(K), premise_reason="no runs")
