@@ -414,7 +414,8 @@ def _plots(out, r21, rho, r22, r23, r25, outcome):
     axes[0].legend(fontsize=7)
     ax = fig.add_subplot(1, 3, 2, projection="polar")
     axes[1].remove()
-    _polar(ax, r21[-1]["final"], f"E2.1 neurons at T (m={r21[-1]['m']}, λ={r21[-1]['lam']:g})")
+    _polar(ax, r21[-1]["final"], f"E2.1 neurons at T (m={r21[-1]['m']}, λ={r21[-1]['lam']:g})", beta,
+           r"$\beta_{OLS}$")
     xs = np.linspace(-1, 0.5, 300)
     Xs = np.asarray(models.with_bias(xs[:, None]))
     for r in [r21[-1]] + [r for r in r22 if r["init"] != "dominated"][:2]:
@@ -444,11 +445,13 @@ def _plots(out, r21, rho, r22, r23, r25, outcome):
     fig.savefig(out / "held_out.png", dpi=110)
     plt.close(fig)
 
-    fig = plt.figure(figsize=(5 * len(r23), 4.5))
+    d_all = theory.extremal_directions(X, y)[0]["w"]
+    fig = plt.figure(figsize=(5 * len(r23), 4.8))
     for i, r in enumerate(r23):
         ax = fig.add_subplot(1, len(r23), i + 1, projection="polar")
         _polar(ax, {"W": r["probe"]["W"], "v": r["probe"]["a"]},
-               f"E2.3 λ={r['lam']:g}, t={r['t_probe']:.2f}", normalise=True)
+               f"E2.3 λ={r['lam']:g}, t={r['t_probe']:.2f}: alignment {outcome.get('E2.3')}", d_all,
+               r"$\hat D_{all}$", normalise=True)
     fig.tight_layout()
     fig.savefig(out / "alignment.png", dpi=110)
     plt.close(fig)
@@ -484,14 +487,22 @@ def _plots(out, r21, rho, r22, r23, r25, outcome):
     plt.close(fig)
 
 
-def _polar(ax, params, title, normalise=False):
-    """Neurons in polar coordinates: angle of (w, b), radius ‖(w, b)‖ (or 1), colour sign(a)."""
+def _polar(ax, params, title, direction, label, normalise=False):
+    """Neurons in polar coordinates: angle of (w, b), radius ‖(w, b)‖ (or 1), colour sign(a);
+    the predicted `direction` as a dashed ray."""
     W = np.asarray(params["W"])
     a = np.asarray(params["v"])
     angle = np.arctan2(W[:, 1], W[:, 0])
     radius = np.ones(len(a)) if normalise else np.linalg.norm(W, axis=1)
-    ax.scatter(angle, radius, s=4, c=np.where(a > 0, "C0", "C3"), alpha=0.6)
-    ax.set_title(title + " (blue a>0, red a<0)", fontsize=8)
+    ax.scatter(angle, radius, s=5, c=np.where(a > 0, "C0", "C3"), alpha=0.6)
+    top = 1.05 * radius.max()
+    ax.plot([np.arctan2(direction[1], direction[0])] * 2, [0, top], "k--", lw=1, label=label)
+    ax.set_ylim(0, top)
+    ax.set_yticks([top / 2, top] if not normalise else [])
+    ax.set_yticklabels([f"{top / 2:.2g}", f"{top:.2g}"] if not normalise else [])
+    ax.set_rlabel_position(200)
+    ax.set_title(title + "\n(blue a > 0, red a < 0)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def register(subparsers):
