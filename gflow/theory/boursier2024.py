@@ -119,3 +119,33 @@ def sparsity_data(n=40, seed=0):
     """x ~ U[−1, 1] (n points), y the linear interpolation through the teacher's knots."""
     x = np.sort(np.random.default_rng(seed).uniform(-1.0, 1.0, n))
     return x, np.interp(x, TEACHER_KNOTS_X, TEACHER_KNOTS_Y)
+
+
+#: Theorem 2's bound on the box size η of Assumption 3 (science_A, paper 2 (c)).
+ETA_MAX = 1 / 6
+
+
+def spurious_box_data(eta=0.15, seed=0):
+    """A three-point dataset drawn uniformly inside Assumption 3's box (Theorem 2, η < 1/6):
+    x̃_1 ∈ (−1, −1+η] × [1, 1+η], y_1 ∈ [1, 1+η]; x̃_2 ∈ [−η, η] × [1−η, 1+η], y_2 ∈ (0, η];
+    x̃_3 ∈ [1−η, 1) × [1, 1+η], y_3 ∈ [1, 1+η]. The second coordinate of x̃ plays the bias
+    input (it is not exactly 1 inside the box). Returns (X̃ (3, 2), y (3,)); data that nobody
+    chose, for the held-out check that the flow stalls at this set's own least-squares value."""
+    if not 0 < eta < ETA_MAX:
+        raise ValueError(f"eta must lie in (0, 1/6) for Theorem 2, got {eta}")
+    u = np.random.default_rng(seed).uniform(size=(3, 3))
+    X = np.array([[-1 + eta * (1 - u[0, 0]), 1 + eta * u[0, 1]],
+                  [eta * (2 * u[1, 0] - 1), 1 + eta * (2 * u[1, 1] - 1)],
+                  [1 - eta * (1 - u[2, 0]), 1 + eta * u[2, 1]]])
+    y = np.array([1 + eta * u[0, 2], eta * (1 - u[1, 2]), 1 + eta * u[2, 2]])
+    return X, y
+
+
+def in_spurious_box(X, y, eta):
+    """True if (X̃, y) satisfies Assumption 3 with box size η (closed box; the open ends have
+    measure zero for `spurious_box_data`)."""
+    X, y = np.asarray(X, float), np.asarray(y, float)
+    lo = np.array([[-1, 1, 1], [-eta, 1 - eta, 0], [1 - eta, 1, 1]])
+    hi = np.array([[-1 + eta, 1 + eta, 1 + eta], [eta, 1 + eta, eta], [1, 1 + eta, 1 + eta]])
+    Z = np.column_stack([X, y])
+    return bool(np.all((lo <= Z) & (Z <= hi)))

@@ -96,6 +96,97 @@ def spherical_ascent(N, u0, *, step=1e-2, tol=1e-8, max_iter=200_000):
     return unravel(flat), float(res), int(k)
 
 
+def kkt_points(N, template, key, *, num_starts=64, step=5e-2, tol=1e-8, max_iter=100_000,
+               same=1e-6):
+    """The second-order positive KKT points of max N(u) s.t. ‖u‖ = 1 found from `num_starts`
+    Gaussian starting points (drawn with `key`, shaped like the pytree `template`), independently
+    of any trajectory: projected ascent u ← (u + η∇N(u))/‖·‖ (η = `step`/‖∇N(û0)‖ per start, all
+    starts in one vmapped loop) until every residual ‖(I − ûûᵀ)∇N(û)‖/‖∇N(û)‖ ≤ `tol`.
+
+    A converged point u is kept if N(u) > 0 and the Hessian of the Lagrangian on the tangent space,
+    P(∇²N(u) − λI)P with λ = ⟨u, ∇N(u)⟩ (= L·N(u) by Euler) and P = I − uuᵀ, has no positive
+    eigenvalue (a local maximum on the sphere); points with 1 − cos < `same` count once.
+    Returns a list of dicts {"u": unit pytree, "N": N(u), "residual", "hits": starts that reached
+    it}, by decreasing N. Raises if no start converges (raise `max_iter` or `step`)."""
+    flat_t, unravel = ravel_pytree(template)
+    starts = jax.random.normal(key, (num_starts, flat_t.size), flat_t.dtype)
+    starts = starts / jnp.linalg.norm(starts, axis=1, keepdims=True)
+    points, residual = _batched_ascent(N, unravel, starts, step, tol, max_iter)
+    points, residual = np.asarray(points), np.asarray(residual)
+    found = []
+    for u, res in zip(points[residual <= tol], residual[residual <= tol]):
+        for f in found:
+            if 1 - float(np.dot(u, f["flat"])) < same:
+                f["hits"] += 1
+                break
+        else:
+            found.append({"flat": u, "residual": float(res), "hits": 1})
+    if not found:
+        raise ValueError(f"no start converged to a KKT point within {max_iter} iterations "
+                         f"(smallest residual {residual.min():.2e} > tol {tol:g})")
+    kept = []
+    for f in found:
+        u = jnp.asarray(f["flat"])
+        value = float(N(unravel(u)))
+        if value > 0 and _tangent_hessian_max(N, unravel, u) <= 1e-8 * abs(value):
+            kept.append({"u": unravel(u), "N": value, "residual": f["residual"], "hits": f["hits"]})
+    return sorted(kept, key=lambda k: -k["N"])
+
+
+def _batched_ascent(N, unravel, starts, step, tol, max_iter):
+    def grad(flat):
+        return ravel_pytree(jax.grad(N)(unravel(flat)))[0]
+
+    def residual(flat):
+        g = grad(flat)
+        return jnp.linalg.norm(g - jnp.dot(g, flat) * flat) / jnp.linalg.norm(g)
+
+    grads, resids = jax.vmap(grad), jax.vmap(residual)
+    eta = step / jnp.linalg.norm(grads(starts), axis=1, keepdims=True)
+
+    def body(state):
+        flat, _, k = state
+        new = flat + eta * grads(flat)
+        new = new / jnp.linalg.norm(new, axis=1, keepdims=True)
+        return new, resids(new), k + 1
+
+    def cond(state):
+        _, res, k = state
+        return jnp.any(res > tol) & (k < max_iter)
+
+    flat, res, _ = jax.lax.while_loop(cond, body, (starts, resids(starts), 0))
+    return flat, res
+
+
+def _tangent_hessian_max(N, unravel, u):
+    """Largest eigenvalue of P(∇²N(u) − λI)P on the tangent space of the sphere at unit u."""
+    f = lambda flat: N(unravel(flat))
+    g = jax.grad(f)(u)
+    hess = jax.hessian(f)(u) - jnp.dot(g, u) * jnp.eye(u.size)
+    basis = np.linalg.svd(np.eye(u.size) - np.outer(u, u))[0][:, : u.size - 1]
+    return float(np.max(np.linalg.eigvalsh(basis.T @ np.asarray(hess) @ basis)))
+
+
+def neuron_alignment(W, directions, *, floor=1e-2):
+    """How close a block of neurons (rows of W, a separable net H = Σ_j σ(w_jᵀx)) is to the
+    second-order positive KKT points of its NCF, given the unit per-neuron KKT directions e_k
+    (rows of `directions`, e.g. from `kkt_points` on the one-neuron NCF).
+
+    For a separable 2-homogeneous NCF those KKT points are the blocks whose nonzero neurons all
+    point along one e_k, with any split of the norm; the nearest one to W along e_k has
+    c_j = max(0, w_jᵀe_k), so the block's cosine to it is √(Σ_j max(0, w_jᵀe_k)²)/‖W‖.
+    Returns (block cosine, max over k; per-neuron cosines to the nearest e_k of the neurons with
+    ‖w_j‖ ≥ `floor`·max_j ‖w_j‖)."""
+    W = np.asarray(W, float)
+    E = np.asarray(directions, float).reshape(-1, W.shape[1])
+    E = E / np.linalg.norm(E, axis=1, keepdims=True)
+    proj = W @ E.T
+    block = float(np.max(np.sqrt(np.sum(np.maximum(proj, 0) ** 2, axis=0))) / np.linalg.norm(W))
+    norms = np.linalg.norm(W, axis=1)
+    keep = norms >= floor * norms.max()
+    return block, np.max(proj[keep] / norms[keep, None], axis=1)
+
+
 def spherical_flow(N, u0, *, t1=1e4, tol=1e-8, rtol=1e-10):
     """KKT point of max N on the sphere from the ODE du/dt = (I − ûûᵀ)∇N(û), integrated with
     `gflow.simulate` as the gradient flow of −N(u/‖u‖), whose gradient is tangent to the sphere
