@@ -189,8 +189,8 @@ def test_cli_rejects_bad_options(capsys, tmp_path):
     assert "--lanes must be a positive integer" in capsys.readouterr().err
     assert main(["align", "--rtol", "0.5"]) == 2
     assert "--rtol must lie in (0, 1e-3)" in capsys.readouterr().err
-    assert main(["align", "--no-synthetic", "--no-n-scaling", "--no-digits", "--out", str(tmp_path)]) == 2
-    assert "nothing to run" in capsys.readouterr().err
+    assert main(["align", "--parts", "digits,mnist", "--out", str(tmp_path)]) == 2
+    assert "--parts takes comma-separated names of synthetic, n-scaling, digits" in capsys.readouterr().err
     assert main(["align", "--ns", "4"]) == 2
     assert "--ns needs at least two sizes" in capsys.readouterr().err
     assert main(["align", "--ns", "4,x"]) == 2

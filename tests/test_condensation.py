@@ -222,10 +222,3 @@ def test_count_rows_on_planted_weights():
     assert zhou2022.two_p_verdict("D1", "x", K[:1], 1).outcome == "pass"
     assert zhou2022.two_p_verdict("D1", "x", K, 1).outcome == "not-applicable"
 
-
-def test_parts_option():
-    assert study.parse_parts(None) == study.PARTS
-    assert study.parse_parts("D1-Adam, D2") == ("D1-Adam", "D2")
-    for bad in ("D1,D9", ""):
-        with pytest.raises(ValueError, match="--parts takes"):
-            study.parse_parts(bad)

@@ -632,16 +632,18 @@ def _options(p):
     p.add_argument("--full", action="store_true", help="the large grids (n up to 256, t to 1e4, all 360 digits with 3 seeds)")
     p.add_argument("--seeds", type=int, help="number of seeds per grid point (default 5)")
     p.add_argument("--mnist", type=str, help="directory with MNIST IDX files: adds the MNIST 0 vs 1 run")
-    p.add_argument("--no-digits", action="store_true", help="skip the digits run")
-    p.add_argument("--no-synthetic", action="store_true", help="skip the μ-, ε- and late-phase grids")
-    p.add_argument("--no-n-scaling", action="store_true", help="skip the n-scaling grid")
     p.add_argument("--ns", type=str, help="n-scaling grid, comma-separated (default 4,8,16,32; --full to 256)")
     p.add_argument("--lanes", type=int, help=f"width of the solve_batch pool (default {AlignConfig.lanes})")
 
 
-def config_from_options(*, rtol=AlignConfig.rtol, full=False, seeds=None, mnist=None, no_digits=False,
-                        no_synthetic=False, no_n_scaling=False, ns=None, lanes=None) -> AlignConfig:
-    """The AlignConfig of the command-line options (ValueError on bad values)."""
+PARTS = ("synthetic", "n-scaling", "digits")
+
+
+def config_from_options(*, rtol=AlignConfig.rtol, full=False, seeds=None, mnist=None, parts=PARTS, ns=None,
+                        lanes=None) -> AlignConfig:
+    """The AlignConfig of the command-line options (ValueError on bad values). `parts`: names of
+    `PARTS` (synthetic: the μ-, ε- and late-phase grids; n-scaling; digits); MNIST runs when
+    `mnist` names its directory."""
     cfg = replace(AlignConfig(**FULL) if full else AlignConfig(), rtol=rtol)
     if seeds is not None:
         if seeds < 2:
@@ -653,9 +655,9 @@ def config_from_options(*, rtol=AlignConfig.rtol, full=False, seeds=None, mnist=
         cfg = replace(cfg, lanes=lanes)
     if mnist:
         cfg = replace(cfg, mnist=mnist)
-    if no_digits:
+    if "digits" not in parts:
         cfg = replace(cfg, digits_n=0)
-    if no_synthetic:
+    if "synthetic" not in parts:
         cfg = replace(cfg, synthetic=False)
     if ns is not None:
         try:
@@ -665,7 +667,7 @@ def config_from_options(*, rtol=AlignConfig.rtol, full=False, seeds=None, mnist=
         if len(grid) < 2 or min(grid) < 2:
             raise ValueError(f"--ns needs at least two sizes n ≥ 2 (a slope is fitted), got {ns!r}")
         cfg = replace(cfg, ns=grid)
-    if no_n_scaling:
+    if "n-scaling" not in parts:
         cfg = replace(cfg, ns=())
     return cfg
 
@@ -682,4 +684,5 @@ def command(out, **options) -> list:
 
 def register(subparsers):
     verdicts_io.register_study(subparsers, "align", "early neuron alignment (Min, Mallada & Vidal 2024): grids and verdict",
-                               command, "results/alignment", rtol=AlignConfig.rtol, quick=False, options=_options)
+                               command, "results/alignment", rtol=AlignConfig.rtol, quick=False, parts=PARTS,
+                               options=_options)

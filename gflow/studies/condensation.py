@@ -551,19 +551,8 @@ def _plot_d3(curves, path):
 PARTS = ("D1", "D1-equal", "D2", "D3", "D4", "D1-init", "D1-Adam")
 
 
-def parse_parts(parts):
-    """The experiments named in `parts` (comma-separated names of `PARTS`; None: all)."""
-    if parts is None:
-        return PARTS
-    names = tuple(name.strip() for name in parts.split(","))
-    bad = [name for name in names if name not in PARTS]
-    if bad or not names:
-        raise ValueError(f"--parts takes comma-separated names of {', '.join(PARTS)}, got {parts!r}")
-    return names
-
-
-def run(out: Path, quick=False, rtol=1e-6, parts=None) -> list:
-    """The experiments of `parts` (`parse_parts`: D1–D4, D1 with equal initial norms, D1-init and
+def run(out: Path, quick=False, rtol=1e-6, parts=PARTS) -> list:
+    """The experiments of `parts` (names of `PARTS`: D1–D4, D1 with equal initial norms, D1-init and
     the D1-Adam cross-check; default all); writes the verdicts, summary and manifest
     (`verdicts_io.write`) and the figures into `out`, returns the Verdicts. Quick mode: 2 seeds,
     fewer activations and a narrower net, no D4 and no D1-init, D1-Adam for x²·tanh only, D1 with
@@ -571,7 +560,6 @@ def run(out: Path, quick=False, rtol=1e-6, parts=None) -> list:
     one compiled solve serves the whole run."""
     start = time.perf_counter()
     out = Path(out)
-    parts = parse_parts(parts)
     seeds = range(2) if quick else range(10)
     empty = ([], [], {}, {})
     steps = {
@@ -609,10 +597,6 @@ def run(out: Path, quick=False, rtol=1e-6, parts=None) -> list:
     return verdicts
 
 
-def _options(p):
-    p.add_argument("--parts", type=str, help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
-
-
 def register(subparsers):
     verdicts_io.register_study(subparsers, "condensation", "Zhou et al. 2022: condensed orientations (D1–D4)", run,
-                               "results/condensation", options=_options)
+                               "results/condensation", parts=PARTS)

@@ -584,29 +584,37 @@ def _plots(out, runs, closure, e2, e3, e3_net, verdicts):
                     + outcome_label([v for v in verdicts if "cos" in v.quantity], "E3", "network (N"))
 
 
-def run(out: Path, quick=False, rtol=1e-6) -> list:
-    """E1–E4, E3's network side and the finite-size study of E1/E4; quick mode: a smaller
-    network, fewer α, E3's network at one α and N = 2000, no finite-N or finite-size runs (E4
-    only checks the finite-M band on E1's network)."""
+PARTS = ("E1", "E2", "E3", "E3-network", "E4", "finite-size")
+
+
+def run(out: Path, quick=False, rtol=1e-6, parts=PARTS) -> list:
+    """The experiments of `parts` (names of `PARTS`): E1–E4, E3's network side and the
+    finite-size study of E1/E4; quick mode: a smaller network, fewer α, E3's network at one α
+    and N = 2000, no finite-N or finite-size runs (E4 only checks the finite-M band on E1's
+    network, so it runs with E1). Figures when E1, E2, E3 and E3-network ran."""
     start = time.perf_counter()
+    skip = ([], {}, None)
     if quick:
-        e1 = run_e1(N=300, d=20, M=30, t1=20.0, taus=(1e-2, 1e-3), rtol=rtol)
-        e2 = run_e2(d=E2_D, t1=1e5)
-        e3 = run_e3(d=E2_D, alphas=(30, 300))
-        e3_net = run_e3_network(N=2000, d=20, M=40, alphas=E3_NET_ALPHAS[3:4], n_test=2000, check_rtol=False)
-        e4 = ([], [])
-        sizes = ([], [])
+        steps = {"E1": lambda: run_e1(N=300, d=20, M=30, t1=20.0, taus=(1e-2, 1e-3), rtol=rtol),
+                 "E2": lambda: run_e2(d=E2_D, t1=1e5),
+                 "E3": lambda: run_e3(d=E2_D, alphas=(30, 300)),
+                 "E3-network": lambda: run_e3_network(N=2000, d=20, M=40, alphas=E3_NET_ALPHAS[3:4], n_test=2000,
+                                                      check_rtol=False),
+                 "E4": lambda: ([], []), "finite-size": lambda: ([], [])}
     else:
-        e1 = run_e1(N=1000, d=20, M=100, t1=60.0, taus=(1e-2, 3e-3, 1e-3), rtol=rtol)
-        e2 = run_e2(d=E2_D, t1=1e5)
-        e3 = run_e3(d=E2_D, alphas=(0.3, 1, 3, 10, 30, 100, 300))
-        e3_net = run_e3_network(N=20_000, d=20, M=400, alphas=E3_NET_ALPHAS)
-        e4 = run_e4(Ns=(250, 500, 1000), d=20, M=50, t1=60.0, rtol=rtol, tau=1e-3, Ms=(200,))
-        sizes = run_finite_size(FINITE_SIZES, d=20, t1=60.0)
-    verdicts = e1[0] + e2[0] + e3[0] + e3_net[0] + e4[0] + sizes[0]
+        steps = {"E1": lambda: run_e1(N=1000, d=20, M=100, t1=60.0, taus=(1e-2, 3e-3, 1e-3), rtol=rtol),
+                 "E2": lambda: run_e2(d=E2_D, t1=1e5),
+                 "E3": lambda: run_e3(d=E2_D, alphas=(0.3, 1, 3, 10, 30, 100, 300)),
+                 "E3-network": lambda: run_e3_network(N=20_000, d=20, M=400, alphas=E3_NET_ALPHAS),
+                 "E4": lambda: run_e4(Ns=(250, 500, 1000), d=20, M=50, t1=60.0, rtol=rtol, tau=1e-3, Ms=(200,)),
+                 "finite-size": lambda: run_finite_size(FINITE_SIZES, d=20, t1=60.0)}
+    got = {name: steps[name]() if name in parts else skip for name in PARTS}
+    e1, e2, e3, e3_net, e4, sizes = (got[name] for name in PARTS)
+    verdicts = [v for name in PARTS for v in got[name][0]]
     summary = {
         "quick": quick,
         "rtol": rtol,
+        "parts": list(parts),
         "wall_seconds": time.perf_counter() - start,
         "e1_network": {str(tau): {k: r[k] for k in ("status", "num_steps")} for tau, r in e1[1].items()},
         "e3_alpha_sweep": e3[1],
@@ -615,9 +623,11 @@ def run(out: Path, quick=False, rtol=1e-6) -> list:
         "finite_size": sizes[1],
     }
     verdicts_io.write(out, verdicts, summary, seeds=[0])
-    _plots(out, e1[1], e1[2], e2, e3, e3_net[1], verdicts)
+    if {"E1", "E2", "E3", "E3-network"} <= set(parts):
+        _plots(out, e1[1], e1[2], e2, e3, e3_net[1], verdicts)
     return verdicts
 
 
 def register(subparsers):
-    verdicts_io.register_study(subparsers, "hinge-meanfield", "Pellegrini & Biroli 2020: the mean-field theory of hinge-loss training (E1–E4)", run, "results/hinge_meanfield")
+    verdicts_io.register_study(subparsers, "hinge-meanfield", "Pellegrini & Biroli 2020: the mean-field theory of hinge-loss training (E1–E4)", run, "results/hinge_meanfield",
+                               parts=PARTS)
