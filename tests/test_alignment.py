@@ -139,7 +139,7 @@ def test_study_lanes_against_theory(tiny_run):
         slope = (t_esc[1e-6] - t_esc[1e-3]) / np.log(1e3)
         assert slope == pytest.approx(ds.escape_slope_pred.values[sel][0], rel=0.05)
     assert np.all(ds.t_align.values[eps_lanes] < ds.t_esc.values[eps_lanes])
-    drift = alignment.balance_drift({"balancedness": ds.trace_balancedness.values, "energy": ds.energy.values})
+    drift = min2024.balance_drift({"balancedness": ds.trace_balancedness.values, "energy": ds.energy.values})
     assert np.all(drift < 1e-6)
 
 
@@ -212,7 +212,7 @@ def test_digits_live_neurons_align_before_the_loss_drops():
     out = alignment.run_real(cfg, "digits")
     assert np.all(out["status"] == gflow.status.SUCCESS)
     assert out["mu_hat"][0] < 0  # not separated: the cone condition is not expected to hold
-    rows, _ = alignment.real_verdicts(cfg, out, "digits")
+    rows, _ = min2024.real_verdicts(cfg, out, "digits")
     assert [r.outcome for r in rows] == ["pass", "pass"], rows
 
 

@@ -68,10 +68,10 @@ def test_objective_gradient_is_the_rescaled_hinge_flow():
     # §E: ȧ_i = (1/(αN)) Σ u y σ(w_i·x/√d), ẇ_i = (a_i/(αN√d)) Σ u y θ(w_i·x) x, with u the
     # (smoothed) unsatisfied indicator: the gradient of M·L in gflow's objective.
     N, d, M, alpha, h, tau = 30, 5, 7, 2.0, 1.0, 1e-3
-    X, y = study.teacher_data(N, d, 0)
+    X, y = theory.teacher_data(N, d, 0)
     params = models.init_mean_field(jax.random.PRNGKey(0), d, M)
     args = {k: jnp.asarray(v) for k, v in {"X": X, "y": y, "alpha": alpha, "h": h, "tau": tau}.items()}
-    grad = jax.grad(study._objective)(params, args)
+    grad = jax.grad(theory.network_objective)(params, args)
     W, a = np.asarray(params["W"]), np.asarray(params["a"])
     pre = X @ W.T / np.sqrt(d)
     f = alpha * np.mean(a * np.maximum(pre, 0), axis=1)
@@ -107,13 +107,13 @@ def test_small_network_follows_the_closure_within_its_finite_n_tolerance():
     # An independent check of the closure: a finite network (N = 300, M = 16, d = 10) trained by
     # gradient flow; its node-mean γ follows the closure within 3 s.e. of its data average.
     N, d = 300, 10
-    net = study.network_flow(N, d, 16, 6.0, rtol=1e-4, num_saves=20, n_test=10)
+    net = theory.network_flow(N, d, 16, 6.0, rtol=1e-4, num_saves=20, n_test=10)
     closure = {k: np.asarray(v) for k, v in theory.closure(net["t"], d).items()}
-    rows = study.e1_verdicts(net, closure, d, N)
-    assert rows[0].headline and rows[0].outcome == "pass" and rows[0].measured < study.gamma_tolerance(N)
+    rows = theory.e1_verdicts(net, closure, d, N)
+    assert rows[0].headline and rows[0].outcome == "pass" and rows[0].measured < theory.gamma_tolerance(N)
     # the same run against a closure 30% faster fails
     fast = dict(closure, gamma=1.3 * closure["gamma"])
-    assert study.e1_verdicts(net, fast, d, N)[0].outcome == "fail"
+    assert theory.e1_verdicts(net, fast, d, N)[0].outcome == "fail"
 
 
 def _net(gamma_nodes, t, fraction, dperp):
@@ -125,46 +125,46 @@ def test_e1_rows_fail_on_a_perturbed_trajectory():
     gamma = 0.1 * t**0.5
     nodes = gamma[:, None] * (1 + 0.01 * np.linspace(-1, 1, 40))[None]
     fraction = np.linspace(0.9, 0.2, 30)
-    ok = study.e1_verdicts(_net(nodes, t, fraction, np.full(30, 0.05)), {"gamma": gamma}, 20, 4000)
+    ok = theory.e1_verdicts(_net(nodes, t, fraction, np.full(30, 0.05)), {"gamma": gamma}, 20, 4000)
     assert [v.outcome for v in ok] == ["pass"] * 3
     spread = gamma[:, None] * (1 + 0.5 * np.linspace(-1, 1, 40))[None]  # nodes do not share γ
-    bad = study.e1_verdicts(_net(spread, t, fraction, np.full(30, 0.3)), {"gamma": 1.2 * gamma}, 20, 4000)
+    bad = theory.e1_verdicts(_net(spread, t, fraction, np.full(30, 0.3)), {"gamma": 1.2 * gamma}, 20, 4000)
     assert [v.outcome for v in bad] == ["fail"] * 3
     # every example satisfied from the start: nothing to test
-    none = study.e1_verdicts(_net(nodes, t, np.full(30, 0.1), np.zeros(30)), {"gamma": gamma}, 20, 4000)
+    none = theory.e1_verdicts(_net(nodes, t, np.full(30, 0.1), np.zeros(30)), {"gamma": gamma}, 20, 4000)
     assert {v.outcome for v in none} == {"not-applicable"}
-    assert study.gamma_tolerance(10_000) == pytest.approx(3 * np.sqrt(np.pi / 2 - 1) / 100)
+    assert theory.gamma_tolerance(10_000) == pytest.approx(3 * np.sqrt(np.pi / 2 - 1) / 100)
 
 
 def test_e2_rows_fail_on_a_wrong_exponent():
     d = 100
     ts = np.concatenate([[0.0], np.logspace(-2, 5, 71)])
     late = np.maximum(ts, 1e-2)
-    good = study.e2_verdicts(study.late_laws(ts, theory.late_gamma(late, d), theory.late_fraction(late, d), d), d, 1e5)
+    good = theory.e2_verdicts(theory.late_laws(ts, theory.late_gamma(late, d), theory.late_fraction(late, d), d), d, 1e5)
     assert [v.outcome for v in good] == ["pass"] * 3
-    bad = study.e2_verdicts(study.late_laws(ts, 0.3 * np.log(late), 1.2 * theory.late_fraction(late, d) ** 1.2, d), d, 1e5)
+    bad = theory.e2_verdicts(theory.late_laws(ts, 0.3 * np.log(late), 1.2 * theory.late_fraction(late, d) ** 1.2, d), d, 1e5)
     assert [v.outcome for v in bad] == ["fail"] * 3
 
 
 def test_e3_e4_rows_fail_on_wrong_inputs():
     rows = [{"alpha": a, "kappa": a / 10, "rd90": 7.0 / a, "gamma90": 0.8 * 10 / a} for a in (30, 100, 300)]
-    assert study.lazy_verdict(rows, 3.0, "x", "reconstructed").outcome == "pass"
+    assert theory.lazy_verdict(rows, 3.0, "x", "reconstructed").outcome == "pass"
     rows[-1]["rd90"] = 10.0 / 300  # RD·α not constant
-    assert study.lazy_verdict(rows, 3.0, "x", "reconstructed").outcome == "fail"
-    assert study.lazy_verdict(rows[:1], 3.0, "x", "reconstructed").outcome == "not-applicable"
+    assert theory.lazy_verdict(rows, 3.0, "x", "reconstructed").outcome == "fail"
+    assert theory.lazy_verdict(rows[:1], 3.0, "x", "reconstructed").outcome == "not-applicable"
     Ns = np.array([1000, 4000, 16000])
-    good = study.e4_finite_n_verdicts(Ns, 0.5 * (20 / Ns) ** (1 / 3), [0.05, 0.04, 0.03], 20)
+    good = theory.e4_finite_n_verdicts(Ns, 0.5 * (20 / Ns) ** (1 / 3), [0.05, 0.04, 0.03], 20)
     assert [v.outcome for v in good] == ["pass", "pass"]
-    bad = study.e4_finite_n_verdicts(Ns, 0.5 * (20 / Ns) ** 0.8, [0.05, 0.06, 0.03], 20)
+    bad = theory.e4_finite_n_verdicts(Ns, 0.5 * (20 / Ns) ** 0.8, [0.05, 0.06, 0.03], 20)
     assert [v.outcome for v in bad] == ["fail", "fail"]
-    assert study.band_tolerance(500) == pytest.approx(3 * np.sqrt(0.68 * 0.32 / 500))
+    assert theory.band_tolerance(500) == pytest.approx(3 * np.sqrt(0.68 * 0.32 / 500))
     # the network against the closure at 90% satisfied: 15% off fails, 5% passes
-    assert study.closure_row("RD", 0.1549 * 1.05, 0.1549).outcome == "pass"
-    assert study.closure_row("RD", 0.1549 * 1.15, 0.1549).outcome == "fail"
-    assert study.closure_row("RD", np.nan, 0.1549, premise=False).outcome == "not-applicable"
+    assert theory.closure_row("RD", 0.1549 * 1.05, 0.1549).outcome == "pass"
+    assert theory.closure_row("RD", 0.1549 * 1.15, 0.1549).outcome == "fail"
+    assert theory.closure_row("RD", np.nan, 0.1549, premise=False).outcome == "not-applicable"
     # τ or rtol moving a result by 2% fails the numerical premise
-    assert study.insensitivity_row("E1", "c", "q", 0.005).outcome == "pass"
-    assert study.insensitivity_row("E1", "c", "q", 0.02).outcome == "fail"
+    assert theory.insensitivity_row("E1", "c", "q", 0.005).outcome == "pass"
+    assert theory.insensitivity_row("E1", "c", "q", 0.02).outcome == "fail"
 
 
 def test_finite_m_band_against_sampled_node_populations():
@@ -195,9 +195,9 @@ def test_at_fraction_interpolates_in_log_time():
     # fraction = 1 − 0.2 ln t is linear in ln t: it crosses 0.1 at ln t = 4.5 exactly, where the
     # series 3 ln t is 13.5; a fraction that never gets there gives nan.
     t = np.exp(np.linspace(0.0, 6.0, 13))
-    t_cross, value = study.at_fraction(t, 1 - 0.2 * np.log(t), 3 * np.log(t))
+    t_cross, value = theory.at_fraction(t, 1 - 0.2 * np.log(t), 3 * np.log(t))
     assert (t_cross, value) == (pytest.approx(np.exp(4.5), rel=1e-12), pytest.approx(13.5, rel=1e-12))
-    assert np.isnan(study.at_fraction(t, np.full_like(t, 0.5), t)).all()
+    assert np.isnan(theory.at_fraction(t, np.full_like(t, 0.5), t)).all()
 
 
 def test_mirrored_network_starts_at_zero_and_follows_its_gradient():
@@ -205,12 +205,12 @@ def test_mirrored_network_starts_at_zero_and_follows_its_gradient():
     # short time t the flow has moved (a, w) by t·(ȧ, ẇ) from the explicit §E formulas with
     # u = 1 (f(0) = 0 < h), computed in numpy: the margins there agree to O(t).
     N, d, M, alpha, t = 40, 5, 6, 3.0, 1e-4
-    net = study.network_flow(N, d, M, t, alpha=alpha, rtol=1e-10, num_saves=2, n_test=10, symmetric=True)
+    net = theory.network_flow(N, d, M, t, alpha=alpha, rtol=1e-10, num_saves=2, n_test=10, symmetric=True)
     a0, W0 = net["a0"], net["W0"]
     np.testing.assert_array_equal(a0[: M // 2], -a0[M // 2 :])
     np.testing.assert_array_equal(W0[: M // 2], W0[M // 2 :])
     assert np.abs(net["margin"][0]).max() < 1e-15 and net["rd"][0] == 0 and net["train_fraction"][0] == 1
-    X, y = study.teacher_data(N, d, 0)
+    X, y = theory.teacher_data(N, d, 0)
     pre = X @ W0.T / np.sqrt(d)
     u = 1 / (1 + np.exp(-1.0 / 1e-3))
     a_dot = (u * y) @ np.maximum(pre, 0) / (alpha * N)
@@ -219,7 +219,7 @@ def test_mirrored_network_starts_at_zero_and_follows_its_gradient():
     f1 = alpha * np.mean(a1 * np.maximum(X @ W1.T / np.sqrt(d), 0), axis=1)
     np.testing.assert_allclose(net["margin"][-1], y * f1, rtol=1e-3)
     with pytest.raises(ValueError, match="M must be even"):
-        study.network_flow(N, d, 5, 1.0, symmetric=True)
+        theory.network_flow(N, d, 5, 1.0, symmetric=True)
 
 
 def test_on_nodes_is_the_sampled_version_of_the_closure_averages():
@@ -241,7 +241,7 @@ def test_finite_size_verdicts_rules():
         return {"N": N, "M": M, "spread": spread, "dist": dist, "dperp": dperp, "band_share": share, "band_examples": 500}
 
     rows = [row(100, 10, 0.3, 0.01, 0.9, 0.5), row(400, 10, 0.1, 0.01, 0.95, 0.65), row(400, 20, 0.04, 0.06, 0.05, 0.75)]
-    v = study.finite_size_verdicts(rows, 20)
+    v = theory.finite_size_verdicts(rows, 20)
     assert [x.details["values"] for x in v[:2]] == [[0.3, 0.1], [0.9, 0.95]]
     # spread tolerance 2√(20/400) = 0.45, γ tolerance 3·0.756/20 = 0.113, w⊥ 0.1, band ±0.063
     assert [x.outcome for x in v] == ["pass", "fail", "pass", "pass", "fail", "pass", "fail"]

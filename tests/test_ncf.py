@@ -13,16 +13,17 @@ import gflow
 from gflow import losses, models
 from gflow.studies import kumar_haupt
 from gflow.studies import verdicts as verdicts_io
+from gflow.studies.criteria import increment_nonlinearity
 from gflow.studies.verdicts import Verdict as V
 from gflow.theory import ncf
 
-X, Y = kumar_haupt.toy_data()
+X, Y = ncf.toy_data()
 N_SINGLE = ncf.ncf(models.single_layer, X, ncf.correlation_labels("square", Y))
 
 
 @pytest.fixture(scope="module")
 def u_star():
-    u0 = kumar_haupt.unit_init(jax.random.PRNGKey(0), {"W": (10, 2)})
+    u0 = ncf.unit_init(jax.random.PRNGKey(0), {"W": (10, 2)})
     return u0, ncf.spherical_flow(N_SINGLE, u0)
 
 
@@ -40,7 +41,7 @@ def test_correlation_labels_closed_forms():
     "apply_fn, params, order",
     [
         (models.single_layer, {"W": jnp.array([[0.3, -0.2], [0.5, 0.7]])}, 2),
-        (kumar_haupt.two_layer_relu2, {"W": jnp.array([[0.3, -0.2], [0.5, 0.7]]),
+        (ncf.two_layer_relu2, {"W": jnp.array([[0.3, -0.2], [0.5, 0.7]]),
                                        "v": jnp.array([0.4, -0.6])}, 3),
         (partial(models.deep, activation=models.poly_leaky_relu(2)),
          models.init_deep(jax.random.PRNGKey(1), 2, [3, 2], 1.0), models.deep_order(2, 2)),
@@ -87,13 +88,13 @@ def test_kkt_point_two_methods_and_grid_scan(u_star):
 def test_escape_time_exact_on_the_ray():
     """φ̇ = ∇N(φ) from δu* stays on the ray, with ṙ = L N* r^{L−1}: the formula is exact there
     (L = 3 here; the L = 2 slope is checked by the smoke test's C2 verdict)."""
-    N = ncf.ncf(kumar_haupt.two_layer_relu2, X, Y)
-    u0 = kumar_haupt.unit_init(jax.random.PRNGKey(2), {"W": (3, 2), "v": (3,)})
+    N = ncf.ncf(ncf.two_layer_relu2, X, Y)
+    u0 = ncf.unit_init(jax.random.PRNGKey(2), {"W": (3, 2), "v": (3,)})
     u, _, _ = ncf.spherical_ascent(N, u0, step=5e-2)
     n_star, delta, rho = float(N(u)), 1e-3, 0.05
     predicted = ncf.escape_time(n_star, 3, delta, rho)
     traj = gflow.simulate(lambda w: -N(w), jax.tree.map(lambda x: delta * x, u), 10 * predicted,
-                          rtol=1e-10, event=lambda w: kumar_haupt._norm(w) - rho)
+                          rtol=1e-10, event=lambda w: ncf.param_norm(w) - rho)
     np.testing.assert_allclose(float(traj.t_event), predicted, rtol=1e-6)
 
 
@@ -151,23 +152,23 @@ def test_c1_c2_rows_fail_on_wrong_inputs():
     d = np.array([1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8])
     n_star = 50.0
     t_esc = np.log(0.05 / d) / (2 * n_star) + 0.01
-    good = kumar_haupt.c1_c2_verdicts(_c1_rows(8 * d, t_esc), n_star)
+    good = ncf.c1_c2_verdicts(_c1_rows(8 * d, t_esc), n_star)
     assert [v.outcome for v in good] == ["pass"] * 5
     # wrong exponent (1 − cos ∝ δ^1.5): the slope's CI leaves 1 ± 0.2; a prediction 10% off; a
     # direction off by more than 1e-3 at δ = 1e-4; escape at twice the predicted rate
-    wrong = kumar_haupt.c1_c2_verdicts(_c1_rows(2e3 * d**1.5, t_esc / 2, lead=2.2e3 * d**1.5), n_star)
+    wrong = ncf.c1_c2_verdicts(_c1_rows(2e3 * d**1.5, t_esc / 2, lead=2.2e3 * d**1.5), n_star)
     assert [v.outcome for v in wrong] == ["fail", "fail", "fail", "pass", "fail"]
     rows = _c1_rows(8 * d, t_esc)
     rows[2]["status"] = "max_steps"  # a flow that never reached ρ: nothing can pass
-    assert {v.outcome for v in kumar_haupt.c1_c2_verdicts(rows, n_star)} == {"not-applicable"}
+    assert {v.outcome for v in ncf.c1_c2_verdicts(rows, n_star)} == {"not-applicable"}
 
 
 def test_c2_order3_and_c3_rows_fail_on_wrong_inputs():
     d = np.array([1e-2, 3e-3, 1e-3])
     predicted = (1 / d - 1 / 0.05) / (3 * 20.0)
-    ok = kumar_haupt.c2_order3_verdicts(d, 2 / d, predicted, predicted)
+    ok = ncf.c2_order3_verdicts(d, 2 / d, predicted, predicted)
     assert [v.outcome for v in ok] == ["pass", "pass"]
-    bad = kumar_haupt.c2_order3_verdicts(d, 2 / d**1.5, 1.1 * predicted, predicted)  # δ^−1.5
+    bad = ncf.c2_order3_verdicts(d, 2 / d**1.5, 1.1 * predicted, predicted)  # δ^−1.5
     assert [v.outcome for v in bad] == ["fail", "fail"]
 
     def rows(z, levels, pruned, num_z=3):
@@ -175,11 +176,11 @@ def test_c2_order3_and_c3_rows_fail_on_wrong_inputs():
                  "t_in": 2.0, "t_out": 3.0, "plateau_level": lv, "pruned_level": pr}
                 for dl, zz, lv, pr in zip([1e-3, 1e-4], z, levels, pruned)]
 
-    assert [v.outcome for v in kumar_haupt.c3_verdicts(rows([0.8, 0.82], [55.0, 55.0], [55.0, 55.0]), 55.0, 20)] == ["pass"] * 3
+    assert [v.outcome for v in ncf.c3_verdicts(rows([0.8, 0.82], [55.0, 55.0], [55.0, 55.0]), 55.0, 20)] == ["pass"] * 3
     # small neurons that grow with 1/δ, and a plateau 1% off both references
-    bad = kumar_haupt.c3_verdicts(rows([0.8, 8.0], [55.6, 55.6], [55.0, 55.0]), 55.0, 20)
+    bad = ncf.c3_verdicts(rows([0.8, 8.0], [55.6, 55.6], [55.0, 55.0]), 55.0, 20)
     assert [v.outcome for v in bad] == ["fail", "fail", "fail"]
-    assert {v.outcome for v in kumar_haupt.c3_verdicts(rows([0.8, 0.8], [55.0] * 2, [55.0] * 2, num_z=0), 55.0, 20)} == {"not-applicable"}
+    assert {v.outcome for v in ncf.c3_verdicts(rows([0.8, 0.8], [55.0] * 2, [55.0] * 2, num_z=0), 55.0, 20)} == {"not-applicable"}
 
 
 def _c4_rows(durations, cos_neurons, levels=(48.5,) * 5, num_small=3):
@@ -191,16 +192,16 @@ def _c4_rows(durations, cos_neurons, levels=(48.5,) * 5, num_small=3):
 def test_c4_rows_fail_on_nonlinear_durations_and_unaligned_neurons():
     linear = 0.026 + 0.041 * np.arange(5)
     aligned = [[0.999, 0.995]] * 5
-    assert [v.outcome for v in kumar_haupt.c4_verdicts(_c4_rows(linear, aligned), 48.44, 210.0)] == ["pass"] * 4
+    assert [v.outcome for v in ncf.c4_verdicts(_c4_rows(linear, aligned), 48.44, 210.0)] == ["pass"] * 4
     # the issue's durations: increments 0.041, 0.047, 0.078, 0.094 are not linear in ln(1/δ)
     issue = [0.026, 0.067, 0.114, 0.192, 0.285]
-    assert kumar_haupt.increment_nonlinearity(np.log(1 / np.array([1e-4, 1e-6, 1e-8, 1e-10, 1e-12])), issue) > 0.3
+    assert increment_nonlinearity(np.log(1 / np.array([1e-4, 1e-6, 1e-8, 1e-10, 1e-12])), issue) > 0.3
     # and a neuron of the block half-way between two directions (cos 0.65)
     rows = _c4_rows(issue, [[0.999, 0.995]] * 4 + [[0.9999, 0.65]], levels=(48.5, 48.5, 48.5, 48.5, 49.5))
-    assert [v.outcome for v in kumar_haupt.c4_verdicts(rows, 48.44, 210.0)] == ["fail"] * 4
+    assert [v.outcome for v in ncf.c4_verdicts(rows, 48.44, 210.0)] == ["fail"] * 4
     # no neuron small at escape: the alignment rows are not applicable
     rows = _c4_rows(linear, aligned, num_small=0)
-    assert [v.outcome for v in kumar_haupt.c4_verdicts(rows, 48.44, 210.0)][2:] == ["not-applicable"] * 2
+    assert [v.outcome for v in ncf.c4_verdicts(rows, 48.44, 210.0)][2:] == ["not-applicable"] * 2
 
 
 @pytest.mark.slow
@@ -242,7 +243,7 @@ def test_c3_saddle_is_the_best_one_neuron_fit():
     v‖w‖² is closed-form), and zero neurons stay exactly zero (the pruned net)."""
     from scipy.optimize import minimize
 
-    Xc, yc = kumar_haupt.c3_data()
+    Xc, yc = ncf.c3_data()
 
     def profile(w):
         phi = np.maximum(Xc @ (w / np.linalg.norm(w)), 0) ** 2
@@ -250,7 +251,7 @@ def test_c3_saddle_is_the_best_one_neuron_fit():
 
     e1 = np.eye(5)[0] * 0.5
     p0 = {"W": jnp.asarray(np.stack([e1, 0 * e1, 0 * e1])), "v": jnp.array([0.5, 0.0, 0.0])}
-    traj = kumar_haupt.through(kumar_haupt.two_layer_relu2, p0, Xc, yc, 10.0)
+    traj = kumar_haupt.through(ncf.two_layer_relu2, p0, Xc, yc, 10.0)
     w_end = np.asarray(traj.final_params["W"])[0]
     np.testing.assert_allclose(float(traj.final_loss), profile(w_end), rtol=1e-10)
     # the flow's limit is a local minimum of the profile: minimising from it gains nothing
