@@ -13,11 +13,12 @@ gradient flows, with the automatic orientation count of `gflow.condensation`.
 - D3: after the stopping time the count K(t) does not fall as the loss falls.
 - D4 (the residual net of Fig. 3): lines per layer 3, 2, 1, 1, 1 (the multiplicities).
 - D1-Adam, a labelled cross-check and not a gradient flow: D1 trained by full-batch Adam with the
-  paper's settings (`adam_stage`), to show whether the paper's optimiser gives the 2p
+  paper's settings (`zhou2022.adam_stage`), to show whether the paper's optimiser gives the 2p
   orientations that the gradient flow does not.
 
-Every row is a criterion of `gflow.theory.zhou2022`; a count bound (K ≤ 2p, K ≤ KKT count,
-K(t) ≥ K(T_stop)) is not applicable where nothing condensed (K = 0), never a pass. The "initial
+Every row is a criterion of `gflow.theory.zhou2022`, which also holds the flows
+(`initial_stage`, `residual_stage`); a count bound (K ≤ 2p, K ≤ KKT count, K(t) ≥ K(T_stop)) is
+not applicable where nothing condensed (K = 0), never a pass. The "initial
 stage" ends at T_stop, the first time R_S ≤ 0.99·R_S(0); the norm cap max_j ‖w_j‖ =
 30·σ0·√(d+1) is only the fallback for a flow that never gets there (science_B §D [P]). Writes
 the verdicts, summary and manifest (`gflow.studies.verdicts.write`), heat maps
