@@ -209,7 +209,7 @@ def test_digits_live_neurons_align_before_the_loss_drops():
     """E1.5 on a digits subsample (Filippov integration): live neurons align with x̄_± before
     the loss drops, and the stable rank stays ≤ 2."""
     cfg = alignment.AlignConfig(digits_n=40, digits_t1=10.0)
-    out = alignment.run_real(cfg, "digits")
+    out = min2024.run_real(cfg, "digits")
     assert np.all(out["status"] == gflow.status.SUCCESS)
     assert out["mu_hat"][0] < 0  # not separated: the cone condition is not expected to hold
     rows, _ = min2024.real_verdicts(cfg, out, "digits")

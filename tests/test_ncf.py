@@ -251,7 +251,7 @@ def test_c3_saddle_is_the_best_one_neuron_fit():
 
     e1 = np.eye(5)[0] * 0.5
     p0 = {"W": jnp.asarray(np.stack([e1, 0 * e1, 0 * e1])), "v": jnp.array([0.5, 0.0, 0.0])}
-    traj = kumar_haupt.through(ncf.two_layer_relu2, p0, Xc, yc, 10.0)
+    traj = ncf.through(ncf.two_layer_relu2, p0, Xc, yc, 10.0)
     w_end = np.asarray(traj.final_params["W"])[0]
     np.testing.assert_allclose(float(traj.final_loss), profile(w_end), rtol=1e-10)
     # the flow's limit is a local minimum of the profile: minimising from it gains nothing

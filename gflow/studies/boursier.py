@@ -65,7 +65,7 @@ def flow(params0, X, y, t1, *, threshold=-1.0, num_saves=120, max_steps=2_000_00
 
 def e21_plateau(widths, scales, t1, seed=0):
     """E2.1: balanced init at small λ stalls at L_OLS with every large neuron a > 0, pattern
-    (1,1,1) and along β_OLS; a < 0 theory.neurons dead. Runs with λ > 1e-3 are outside the small-λ
+    (1,1,1) and along β_OLS; a < 0 neurons dead. Runs with λ > 1e-3 are outside the small-λ
     premise: their rows are not applicable (reported)."""
     X, y = theory.spurious_data()
     beta, l_ols = theory.plateau(X, y)
@@ -133,7 +133,7 @@ def e22_control(cases):
 
 def e23_e24_alignment_escape(width, scales, seed=0):
     """E2.3 at the time the loss has fallen by 1%: 5th percentile of cos(ŵ, D̂_all) over live
-    a > 0 theory.neurons and the dead fraction of a < 0 theory.neurons. E2.4: t_esc (L ≤ L(0)/2) vs ln(1/λ)."""
+    a > 0 neurons and the dead fraction of a < 0 neurons. E2.4: t_esc (L ≤ L(0)/2) vs ln(1/λ)."""
     X, y = theory.spurious_data()
     extremal = theory.extremal_directions(X, y)
     d_all = extremal[0]["w"] * extremal[0]["norm_D"]
@@ -156,7 +156,7 @@ def e23_e24_alignment_escape(width, scales, seed=0):
 
 
 def e25_sparsity(widths, t1, scale=1e-3, seed=0, grad_tol=1e-4):
-    """E2.5: 40 points of the piecewise-linear teacher; count kink clusters of the theory.converged net
+    """E2.5: 40 points of the piecewise-linear teacher; count kink clusters of the converged net
     at each width (expect fewer than the 7 interior teacher knots, not growing with m). The row
     applies only if every flow has stopped: relative loss decrease over [T/2, T] ≤ `theory.CONVERGED`
     and ‖∇L(θ_T)‖ ≤ `grad_tol`; a net that is still training has few kinks for the wrong reason."""
@@ -235,7 +235,7 @@ def _plots(out, r21, rho, r22, r23, r25, outcome):
     axes[0].legend(fontsize=7)
     ax = fig.add_subplot(1, 3, 2, projection="polar")
     axes[1].remove()
-    _polar(ax, r21[-1]["final"], f"E2.1 theory.neurons at T (m={r21[-1]['m']}, λ={r21[-1]['lam']:g})", beta,
+    _polar(ax, r21[-1]["final"], f"E2.1 neurons at T (m={r21[-1]['m']}, λ={r21[-1]['lam']:g})", beta,
            r"$\beta_{OLS}$")
     xs = np.linspace(-1, 0.5, 300)
     Xs = np.asarray(models.with_bias(xs[:, None]))
@@ -292,7 +292,7 @@ def _plots(out, r21, rho, r22, r23, r25, outcome):
         a3.loglog(r["ts"][1:], r["loss"][1:], color=line.get_color(), label=f"m={r['m']}")
     a2.plot(r25[0]["x"], r25[0]["y"], "k.", label="data")
     a2.plot(theory.TEACHER_KNOTS_X, theory.TEACHER_KNOTS_Y, "k:", lw=0.8, label="teacher (7 interior knots)")
-    a2.set(xlabel="x", ylabel=r"$h_\theta(x)$", title=f"E2.5 theory.converged fits and kinks: {outcome.get('E2.5')}")
+    a2.set(xlabel="x", ylabel=r"$h_\theta(x)$", title=f"E2.5 converged fits and kinks: {outcome.get('E2.5')}")
     a2.legend(fontsize=7, loc="lower center")
     a3.axvspan(r25[0]["ts"][-1] / 2, r25[0]["ts"][-1], color="0.9", label="convergence window")
     a3.set(xlabel="t", ylabel="L", title="E2.5 loss: must stop falling on [T/2, T]")

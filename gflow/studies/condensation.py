@@ -39,7 +39,7 @@ from . import verdicts as verdicts_io
 def run_d1(seeds, width, rtol, activations=("tanh", "xtanh", "x2tanh"), *, experiment="D1", sigma0=None,
            equal_norms=False):
     """D1 on the data of Fig. 5 (`zhou2022.initial_stage` with `sigma0`, `equal_norms`); returns (verdicts,
-    per-run records, weights for heat maps, (norm ratio, zhou2022.alignment) of all neurons per activation
+    per-run records, weights for heat maps, (norm ratio, alignment) of all neurons per activation
     for the direction figure). Rows per activation: K_line = p, K ≤ 2p (the headline of D1; not
     applicable where nothing condensed), centroids on the predicted directions."""
     from .. import condensation as cond

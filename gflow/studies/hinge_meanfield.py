@@ -71,7 +71,7 @@ def run_finite_size(sizes, d, t1, rtol=1e-3, tau=1e-3):
         until = theory.departure_time(net, closure["fraction"])
         share, count = theory.band_share(net, closure["gamma"], d, until=until)
         departure = float(np.interp(until, net["t"], closure["fraction"]))
-        rows.append({"N": N, "M": M, "spread": spread, "dist": dist, "dperp": dperp, "theory.band_share": share, "band_examples": count, "departure_fraction": departure, "num_steps": net["num_steps"], "status": net["status"]})
+        rows.append({"N": N, "M": M, "spread": spread, "dist": dist, "dperp": dperp, "band_share": share, "band_examples": count, "departure_fraction": departure, "num_steps": net["num_steps"], "status": net["status"]})
     return theory.finite_size_verdicts(rows, d), rows
 
 

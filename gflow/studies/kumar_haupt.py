@@ -20,7 +20,6 @@ Rows come from pure builders of the measurements (`gflow.theory.ncf`'s `c1_c2_ve
 (no escape, no small neuron, no plateau) is not applicable.
 """
 
-import functools
 import time
 from pathlib import Path
 
@@ -29,44 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import models
-from ..flow import simulate
 from ..theory import ncf
 from . import figures
 from . import verdicts as verdicts_io
 from .criteria import outcome_label
-
-RTOL = 1e-10  # smooth flows: high accuracy is cheap, and 1 − cos down to 1e-8 must be resolved
-RHO = 0.05  # probe radius ‖w‖ = ρ: the network output is still ≪ y there
-
-
-def _norm_reaches(params, args):
-    return ncf.param_norm(params) - args["rho"]
-
-
-@functools.cache
-def _loss_reaches(model):
-    def event(params, args):
-        return ncf.sum_square(model)(params, args) - args["level"]
-
-    return event
-
-
-def escape(model, u0, delta, X, y, rho=RHO, t1=None, order=2, n_star=1.0):
-    """The flow from δ·u0 stopped where ‖θ‖ = ρ; returns the trajectory (t_event = t_ρ)."""
-    if t1 is None:
-        t1 = 20 * ncf.escape_time(n_star, order, delta, rho) + 10
-    args = {"X": jnp.asarray(X), "y": jnp.asarray(y), "rho": jnp.asarray(rho)}
-    p0 = jax.tree.map(lambda x: delta * x, u0)
-    return simulate(ncf.sum_square(model), p0, t1, rtol=RTOL, event=_norm_reaches, args=args,
-                    save_params=False, max_steps=500_000)
-
-
-def through(model, p0, X, y, t1, *, level=-1.0, num_saves=400, observables=None):
-    """The flow from p0 on [0, t1] saved on a log grid, stopped where L falls to `level`."""
-    ts = np.minimum(np.concatenate([[0.0], np.geomspace(1e-3, t1, num_saves - 1)]), t1)
-    args = {"X": jnp.asarray(X), "y": jnp.asarray(y), "level": jnp.asarray(float(level))}
-    return simulate(ncf.sum_square(model), p0, t1, saveat=ts, rtol=RTOL, event=_loss_reaches(model),
-                    args=args, save_params=False, observables=observables, max_steps=500_000)
 
 
 def c1_c2_single_layer(deltas, width=10, seed=0):
@@ -80,12 +45,12 @@ def c1_c2_single_layer(deltas, width=10, seed=0):
     angles_star = np.degrees(np.arctan2(u_star["W"][:, 1], u_star["W"][:, 0]))
     rows = []
     for delta in deltas:
-        traj = escape(model, u0, delta, X, y, n_star=n_star)
+        traj = ncf.escape(model, u0, delta, X, y, n_star=n_star)
         W = np.asarray(traj.final_params["W"])
         norms = np.linalg.norm(W, axis=1)
         big = norms >= 1e-2 * norms.max()
         angle_err = np.abs(np.degrees(np.arctan2(W[:, 1], W[:, 0])) - angles_star)[big]
-        phi = ncf.leading_order(N, u0, RHO / delta)
+        phi = ncf.leading_order(N, u0, ncf.RHO / delta)
         rows.append({"delta": delta, "t_esc": float(traj.t_event),
                      "one_minus_cos": 1 - ncf.cosine(traj.final_params, u_star),
                      "leading_order": 1 - ncf.cosine(phi, u_star),
@@ -105,10 +70,10 @@ def c2_two_layer(deltas, width=10, seed=0):
     N = ncf.ncf(model, X, ncf.correlation_labels("square", y))
     u_star, residual, _ = ncf.spherical_flow(N, u0)
     n_star = float(N(u_star))
-    t_rand = [float(escape(model, u0, dl, X, y, order=3, n_star=n_star).t_event) for dl in deltas]
-    t_star = [float(escape(model, u_star, dl, X, y, order=3, n_star=n_star).t_event)
+    t_rand = [float(ncf.escape(model, u0, dl, X, y, order=3, n_star=n_star).t_event) for dl in deltas]
+    t_star = [float(ncf.escape(model, u_star, dl, X, y, order=3, n_star=n_star).t_event)
               for dl in deltas]
-    predicted = [ncf.escape_time(n_star, 3, dl, RHO) for dl in deltas]
+    predicted = [ncf.escape_time(n_star, 3, dl, ncf.RHO) for dl in deltas]
     verdicts = ncf.c2_order3_verdicts(deltas, t_rand, t_star, predicted,
                                   details={"N_star": n_star, "kkt_residual": residual})
     return verdicts, {"deltas": list(deltas), "t_rand": t_rand, "t_star": t_star,
@@ -135,18 +100,18 @@ def c3_sparsity(deltas, width=20, seed=0, rho=0.1, small=0.05, delta_ref=1e-6, p
     u_star, residual, _ = ncf.spherical_flow(N, u0)
     n_star = float(N(u_star))
     t_ref = ncf.escape_time(n_star, 3, delta_ref, rho)
-    ref = through(model, jax.tree.map(lambda x: delta_ref * x, u_star), X, y, 2 * t_ref)
+    ref = ncf.through(model, jax.tree.map(lambda x: delta_ref * x, u_star), X, y, 2 * t_ref)
     l_ref = float(ref.final_loss)
     rows = []
     for delta in deltas:
-        esc = escape(model, u0, delta, X, y, rho=rho, order=3, n_star=n_star)
+        esc = ncf.escape(model, u0, delta, X, y, rho=rho, order=3, n_star=n_star)
         norms = np.asarray(ncf.neuron_norms(esc.final_params))
         in_z = norms < small * norms.max()
         pruned = jax.tree.map(lambda x: jnp.where(in_z.reshape((-1,) + (1,) * (x.ndim - 1)), 0.0, x),
                               esc.final_params)
-        l_pruned = float(through(model, pruned, X, y, 20.0).final_loss)
+        l_pruned = float(ncf.through(model, pruned, X, y, 20.0).final_loss)
         t_esc = float(esc.t_event)
-        leave = through(model, jax.tree.map(lambda x: delta * x, u0), X, y, 20 * t_esc,
+        leave = ncf.through(model, jax.tree.map(lambda x: delta * x, u0), X, y, 20 * t_esc,
                         level=(1 - plateau_tol) * l_ref, num_saves=1000,
                         observables={"norms": ncf.neuron_norms})
         ts, loss = np.asarray(leave.ts), np.asarray(leave.loss)
@@ -191,21 +156,21 @@ def c4_saddles(deltas, u0, u_star, plateau_tol=0.01, num_starts=64, seed=1):
     Us = np.asarray(u_star["W"])
     lead = np.argmax(np.linalg.norm(Us, axis=1))
     one = np.zeros_like(Us)
-    one[lead] = RHO * Us[lead] / np.linalg.norm(Us[lead])
-    saddle = through(model, {"W": jnp.asarray(one)}, X, y, 1e3)
+    one[lead] = ncf.RHO * Us[lead] / np.linalg.norm(Us[lead])
+    saddle = ncf.through(model, {"W": jnp.asarray(one)}, X, y, 1e3)
     l_sad = float(saddle.final_loss)
     Nr = ncf.ncf(model, X, y - np.asarray(model(saddle.final_params, X)))
     kkt = ncf.kkt_points(Nr, {"W": jnp.zeros((1, 2))}, jax.random.PRNGKey(seed), num_starts=num_starts)
     directions = np.stack([np.asarray(k["u"]["W"][0]) for k in kkt])
     rows = []
     for delta in deltas:
-        esc = escape(model, u0, delta, X, y, rho=0.5)
+        esc = ncf.escape(model, u0, delta, X, y, rho=0.5)
         norms = np.linalg.norm(np.asarray(esc.final_params["W"]), axis=1)
         small = norms < 0.05 * norms.max()
         t_hor = float(esc.t_event) + 20.0
         p0 = jax.tree.map(lambda x: delta * x, u0)
-        entry = through(model, p0, X, y, t_hor, level=(1 + plateau_tol) * l_sad)
-        leave = through(model, p0, X, y, t_hor, level=(1 - plateau_tol) * l_sad)
+        entry = ncf.through(model, p0, X, y, t_hor, level=(1 + plateau_tol) * l_sad)
+        leave = ncf.through(model, p0, X, y, t_hor, level=(1 - plateau_tol) * l_sad)
         ts, loss = np.asarray(leave.ts), np.asarray(leave.loss)
         in_plateau = (ts >= float(entry.t_event)) & np.isfinite(loss)
         reached = str(entry.status) == "event" and str(leave.status) == "event"
@@ -218,7 +183,7 @@ def c4_saddles(deltas, u0, u_star, plateau_tol=0.01, num_starts=64, seed=1):
                      "cos_block": cos_block, "cos_neurons": np.asarray(cos_neurons), "block": block,
                      "ts": ts, "loss": loss})
     # the whole curve, through the second drop, for the figure
-    full = through(model, jax.tree.map(lambda x: deltas[-1] * x, u0), X, y, t_hor)
+    full = ncf.through(model, jax.tree.map(lambda x: deltas[-1] * x, u0), X, y, t_hor)
     kkt_details = {"kkt_directions_deg": np.degrees(np.arctan2(directions[:, 1], directions[:, 0])),
                    "kkt_values": [k["N"] for k in kkt], "kkt_residuals": [k["residual"] for k in kkt],
                    "kkt_hits": [k["hits"] for k in kkt], "num_starts": num_starts}
@@ -256,7 +221,7 @@ def run(out: Path, quick=False, parts=PARTS):
     verdicts = v1 + v2 + v3 + v4
     verdicts_io.write(out, verdicts, {"paper": "Kumar & Haupt (arXiv 2402.09226, 2403.08121, "
                                       "2502.15952)", "mode": "quick" if quick else "full",
-                                      "settings": s, "parts": list(parts), "rtol": RTOL,
+                                      "settings": s, "parts": list(parts), "rtol": ncf.RTOL,
                                       "wall_seconds": time.perf_counter() - start}, seeds=[0, 1])
     if set(parts) == set(PARTS):
         _plots(out, r1, r2, r3, r4, verdicts)
@@ -279,7 +244,7 @@ def _plots(out, r1, r2, r3, r4, verdicts):
     ax.legend(fontsize=8)
     ax = axes[0, 1]
     ax.plot(np.log(1 / d), [r["t_esc"] for r in r1["rows"]], "o", label="network flow (L = 2)")
-    ax.plot(np.log(1 / d), [ncf.escape_time(r1["n_star"], 2, x, RHO) for x in d], "k-", lw=0.8,
+    ax.plot(np.log(1 / d), [ncf.escape_time(r1["n_star"], 2, x, ncf.RHO) for x in d], "k-", lw=0.8,
             label=r"$\ln(\rho/\delta)/(2N^*)$")
     ax.set(xlabel=r"$\ln(1/\delta)$", ylabel=r"$t_{esc}$ ($\|W\|=\rho$)",
            title=f"C2 escape, L = 2: slope {outcome_label(verdicts, 'C2', 'slope')}")
@@ -349,7 +314,7 @@ def _plots(out, r1, r2, r3, r4, verdicts):
     W = r1["rows"][-1]["W"]
     ax.scatter(np.arctan2(W[:, 1], W[:, 0]), np.linalg.norm(W, axis=1),
                label=rf"$W(t_\rho)$, $\delta={r1['rows'][-1]['delta']:g}$")
-    U = np.asarray(r1["u_star"]["W"]) * RHO
+    U = np.asarray(r1["u_star"]["W"]) * ncf.RHO
     ax.scatter(np.arctan2(U[:, 1], U[:, 0]), np.linalg.norm(U, axis=1), marker="x",
                label=r"$\rho\, u^*$ (spherical ascent from $w_0$)")
     ax.set_title("C1 neurons at $\\|W\\| = \\rho$ against the KKT point", fontsize=9)

@@ -15,7 +15,8 @@ performs spherical gradient ascent on N [R]; it converges to a KKT point u* of m
 Around a saddle w̄ the same holds for the small weights with the residual
 r = −∂_1ℓ(H(X; w̄), y) (= y − H(X; w̄) for the square loss; 2402.09226).
 
-The last part holds the models and data of experiments C1–C4 (`gflow kumar-haupt`) and the
+The last part holds the models, data and flows (`escape`: from δ·u0 to ‖θ‖ = ρ; `through`: on
+a log grid until L falls to a level) of experiments C1–C4 (`gflow kumar-haupt`) and the
 criteria of their verdict rows (`c1_c2_verdicts`, `c2_order3_verdicts`, `c3_verdicts`,
 `c4_verdicts`): pure functions of the measurements, so that a test can feed them wrong inputs.
 """
@@ -465,3 +466,39 @@ def c4_verdicts(rows, l_sad, l0, kkt_details=None):
                        "cos_per_neuron": [r["cos_neurons"] for r in rows]}),
     ]
     return verdicts
+
+
+RTOL = 1e-10  # smooth flows: high accuracy is cheap, and 1 − cos down to 1e-8 must be resolved
+
+
+RHO = 0.05  # probe radius ‖w‖ = ρ: the network output is still ≪ y there
+
+
+def _norm_reaches(params, args):
+    return param_norm(params) - args["rho"]
+
+
+@functools.cache
+def _loss_reaches(model):
+    def event(params, args):
+        return sum_square(model)(params, args) - args["level"]
+
+    return event
+
+
+def escape(model, u0, delta, X, y, rho=RHO, t1=None, order=2, n_star=1.0):
+    """The flow from δ·u0 stopped where ‖θ‖ = ρ; returns the trajectory (t_event = t_ρ)."""
+    if t1 is None:
+        t1 = 20 * escape_time(n_star, order, delta, rho) + 10
+    args = {"X": jnp.asarray(X), "y": jnp.asarray(y), "rho": jnp.asarray(rho)}
+    p0 = jax.tree.map(lambda x: delta * x, u0)
+    return simulate(sum_square(model), p0, t1, rtol=RTOL, event=_norm_reaches, args=args,
+                    save_params=False, max_steps=500_000)
+
+
+def through(model, p0, X, y, t1, *, level=-1.0, num_saves=400, observables=None):
+    """The flow from p0 on [0, t1] saved on a log grid, stopped where L falls to `level`."""
+    ts = np.minimum(np.concatenate([[0.0], np.geomspace(1e-3, t1, num_saves - 1)]), t1)
+    args = {"X": jnp.asarray(X), "y": jnp.asarray(y), "level": jnp.asarray(float(level))}
+    return simulate(sum_square(model), p0, t1, saveat=ts, rtol=RTOL, event=_loss_reaches(model),
+                    args=args, save_params=False, observables=observables, max_steps=500_000)
