@@ -163,6 +163,25 @@ def test_c1_c2_rows_fail_on_wrong_inputs():
     assert {v.outcome for v in ncf.c1_c2_verdicts(rows, n_star)} == {"not-applicable"}
 
 
+def test_c1_c2_headline_rows_on_the_quick_flows():
+    """The default suite's check of C1's and C2's headline rows on real flows (four δ of the
+    quick mode): the flow's 1 − cos follows the leading-order NCF flow (the headline row passes)
+    and the escape slope matches 1/(2N*) with N* from a 200,001-point scan of the circle, a
+    reference independent of `spherical_flow` (separable net: u*'s mass sits on the one-neuron
+    maximiser)."""
+    verdicts, run = kumar_haupt.c1_c2_single_layer([1e-3, 1e-4, 1e-5, 1e-6])
+    angles = np.linspace(-np.pi, np.pi, 200_001)
+    n_scan = ((np.maximum(np.stack([np.cos(angles), np.sin(angles)], axis=1) @ X.T, 0) ** 2) @ Y).max()
+    np.testing.assert_allclose(run["n_star"], n_scan, rtol=1e-6)
+    headline = [v for v in verdicts if v.headline]
+    assert [v.outcome for v in headline] == ["pass"], headline
+    d = np.array([r["delta"] for r in run["rows"]])
+    slope = np.polyfit(np.log(1 / d), [r["t_esc"] for r in run["rows"]], 1)[0]
+    assert abs(slope * 2 * n_scan - 1) < 0.03
+    escape_row = [v for v in verdicts if v.experiment == "C2"][0]
+    assert escape_row.outcome == "pass" and abs(escape_row.measured - slope * 2 * n_scan) < 1e-5
+
+
 def test_c2_order3_and_c3_rows_fail_on_wrong_inputs():
     d = np.array([1e-2, 3e-3, 1e-3])
     predicted = (1 / d - 1 / 0.05) / (3 * 20.0)
