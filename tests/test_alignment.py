@@ -139,7 +139,7 @@ def test_study_lanes_against_theory(tiny_run):
         slope = (t_esc[1e-6] - t_esc[1e-3]) / np.log(1e3)
         assert slope == pytest.approx(ds.escape_slope_pred.values[sel][0], rel=0.05)
     assert np.all(ds.t_align.values[eps_lanes] < ds.t_esc.values[eps_lanes])
-    drift = alignment.balance_drift({"balancedness": ds.trace_balancedness.values, "energy": ds.energy.values})
+    drift = min2024.balance_drift({"balancedness": ds.trace_balancedness.values, "energy": ds.energy.values})
     assert np.all(drift < 1e-6)
 
 
@@ -189,8 +189,8 @@ def test_cli_rejects_bad_options(capsys, tmp_path):
     assert "--lanes must be a positive integer" in capsys.readouterr().err
     assert main(["align", "--rtol", "0.5"]) == 2
     assert "--rtol must lie in (0, 1e-3)" in capsys.readouterr().err
-    assert main(["align", "--no-synthetic", "--no-n-scaling", "--no-digits", "--out", str(tmp_path)]) == 2
-    assert "nothing to run" in capsys.readouterr().err
+    assert main(["align", "--parts", "digits,mnist", "--out", str(tmp_path)]) == 2
+    assert "--parts takes comma-separated names of synthetic, n-scaling, digits" in capsys.readouterr().err
     assert main(["align", "--ns", "4"]) == 2
     assert "--ns needs at least two sizes" in capsys.readouterr().err
     assert main(["align", "--ns", "4,x"]) == 2
@@ -209,10 +209,10 @@ def test_digits_live_neurons_align_before_the_loss_drops():
     """E1.5 on a digits subsample (Filippov integration): live neurons align with x̄_± before
     the loss drops, and the stable rank stays ≤ 2."""
     cfg = alignment.AlignConfig(digits_n=40, digits_t1=10.0)
-    out = alignment.run_real(cfg, "digits")
+    out = min2024.run_real(cfg, "digits")
     assert np.all(out["status"] == gflow.status.SUCCESS)
     assert out["mu_hat"][0] < 0  # not separated: the cone condition is not expected to hold
-    rows, _ = alignment.real_verdicts(cfg, out, "digits")
+    rows, _ = min2024.real_verdicts(cfg, out, "digits")
     assert [r.outcome for r in rows] == ["pass", "pass"], rows
 
 

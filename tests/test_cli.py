@@ -27,6 +27,18 @@ def test_help_lists_commands():
     assert "run" in out.stdout
 
 
+def test_commands_are_discovered_from_the_study_modules():
+    """Every module of gflow.studies with `register` is a command (nothing listed by hand), and
+    every paper's command takes --parts through `register_study`."""
+    names = [m.__name__.rsplit(".", 1)[1] for m in cli.study_modules()]
+    assert names == ["alignment", "boursier", "condensation", "hinge_meanfield", "kumar_haupt", "single_run",
+                     "sweep_cmd"]
+    parser = cli.build_parser()
+    for command, part in (("align", "digits"), ("boursier", "E2.5"), ("condensation", "D1"),
+                          ("hinge-meanfield", "E1"), ("kumar-haupt", "C4")):
+        assert parser.parse_args([command, "--parts", part]).parts == part
+
+
 def test_run_from_toml_writes_summary_and_figure(tmp_path, capfd):
     cfg = tmp_path / "flow.toml"
     cfg.write_text('dataset = "gaussian"\nn = 12\nd = 4\nwidth = 6\ninit_scale = 1e-3\nt1 = 1.0\nnum_saves = 5\n')

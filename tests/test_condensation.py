@@ -55,7 +55,7 @@ def test_bad_weights_raise(W):
 
 def test_leading_order_directions_against_brute_force():
     # d = 1: orientations on the circle, so a dense angle grid is an independent reference.
-    X, y = study.fig5_data()
+    X, y = zhou2022.fig5_data()
     theta = np.linspace(-np.pi, np.pi, 200_001)[:-1]
     U = np.stack([np.cos(theta), np.sin(theta)], axis=1)
     Z = U @ np.asarray(models.with_bias(X)).T
@@ -102,13 +102,13 @@ def test_quick_mode_smoke(tmp_path):
     assert [v.outcome for v in equal] == ["fail", "pass", "pass"]  # 1 line, not p = 2; K = 2; on the eigenvector
     # T_stop is the loss rule of §D, the later stops where R_S/R_S(0) reaches 0.9 and 0.5:
     # recompute R_S with the numpy forward pass at the returned weights.
-    X, y = study.fig5_data()
-    r = study.initial_stage(X, y, "tanh", 50, 0, later=(0.9, 0.5))
+    X, y = zhou2022.fig5_data()
+    r = zhou2022.initial_stage(X, y, "tanh", 50, 0, later=(0.9, 0.5))
     assert r["stop_rule"] == "loss"
     np.testing.assert_allclose(r["later_risk"], [0.99, 0.9, 0.5], rtol=1e-8)
     import jax
 
-    params0 = models.init_two_layer_bias(jax.random.PRNGKey(0), 1, 50, study.init_scale("tanh"))
+    params0 = models.init_two_layer_bias(jax.random.PRNGKey(0), 1, 50, zhou2022.init_scale("tanh"))
     Xt = np.hstack([X, np.ones_like(X)])
     risk0 = 0.5 * np.mean((np.tanh(Xt @ np.asarray(params0["W"]).T) @ np.asarray(params0["a"]) - y) ** 2)
     assert 0.5 * np.mean(r["residual"] ** 2) == pytest.approx(0.99 * risk0, rel=1e-8)
@@ -116,7 +116,7 @@ def test_quick_mode_smoke(tmp_path):
     # norm; `alignment` measures it against the residual at T_stop.
     g = zhou2022.direction_p1(X, r["residual"])
     cos = np.abs(r["W"] @ g) / np.linalg.norm(r["W"], axis=1)
-    np.testing.assert_allclose(study.alignment(r, "tanh", X), cos, rtol=1e-12)
+    np.testing.assert_allclose(zhou2022.alignment(r, "tanh", X), cos, rtol=1e-12)
     assert np.median(cos) > 0.999
 
 
@@ -125,7 +125,7 @@ def test_adam_stage_first_step_against_finite_differences():
     # ≈ −lr·sign(g). g comes from central finite differences of a numpy R_S.
     import jax
 
-    X, y = study.fig5_data()
+    X, y = zhou2022.fig5_data()
     width, lr, sigma0 = 4, 5e-4, 5e-3
     params0 = models.init_two_layer_bias(jax.random.PRNGKey(3), 1, width, sigma0)
     theta0 = np.concatenate([np.asarray(params0["W"]).ravel(), np.asarray(params0["a"])])
@@ -137,7 +137,7 @@ def test_adam_stage_first_step_against_finite_differences():
 
     eye = np.eye(theta0.size) * 1e-7
     g = np.array([(risk(theta0 + e) - risk(theta0 - e)) / 2e-7 for e in eye])
-    loss_stop, after_one = study.adam_stage(X, y, "tanh", width, 3, lr=lr, epochs=(1,), sigma0=sigma0)
+    loss_stop, after_one = zhou2022.adam_stage(X, y, "tanh", width, 3, lr=lr, epochs=(1,), sigma0=sigma0)
     assert (loss_stop["t_stop"], after_one["t_stop"]) == (1, 1)
     theta1 = np.concatenate([after_one["W"].ravel(), after_one["a"]])
     np.testing.assert_allclose(theta1 - theta0, -lr * g / (np.abs(g) + 1e-8), rtol=1e-6)
@@ -222,10 +222,3 @@ def test_count_rows_on_planted_weights():
     assert zhou2022.two_p_verdict("D1", "x", K[:1], 1).outcome == "pass"
     assert zhou2022.two_p_verdict("D1", "x", K, 1).outcome == "not-applicable"
 
-
-def test_parts_option():
-    assert study.parse_parts(None) == study.PARTS
-    assert study.parse_parts("D1-Adam, D2") == ("D1-Adam", "D2")
-    for bad in ("D1,D9", ""):
-        with pytest.raises(ValueError, match="--parts takes"):
-            study.parse_parts(bad)

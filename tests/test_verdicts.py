@@ -102,6 +102,26 @@ def test_register_study_without_rtol_or_quick(tmp_path):
     assert "rtol" not in vars(args) and "quick" not in vars(args) and args.func(args) == 0
 
 
+def test_parts_option_is_parsed_once_for_every_study(tmp_path):
+    """--parts: comma-separated names of the study's parts, all by default; a name not among them
+    (or an empty list) is a ValueError before anything runs."""
+    assert V.parse_parts(None, ("A", "B-c")) == ("A", "B-c")
+    assert V.parse_parts("B-c, A", ("A", "B-c")) == ("B-c", "A")
+    for bad in ("A,D9", ""):
+        with pytest.raises(ValueError, match="--parts takes"):
+            V.parse_parts(bad, ("A", "B-c"))
+    seen = []
+    parser = argparse.ArgumentParser()
+    V.register_study(parser.add_subparsers(dest="command"), "toy", "toy", lambda out, parts: seen.append(parts) or [],
+                     tmp_path, rtol=None, quick=False, parts=("A", "B-c"))
+    for argv, parts in ((["toy"], ("A", "B-c")), (["toy", "--parts", "B-c"], ("B-c",))):
+        args = parser.parse_args(argv)
+        assert args.func(args) == 0 and seen[-1] == parts
+    args = parser.parse_args(["toy", "--parts", "A,X"])
+    with pytest.raises(ValueError, match="--parts takes"):
+        args.func(args)
+
+
 def test_dict_rows_of_studies_not_yet_migrated():
     """`verdict` dict rows (boursier, kumar_haupt, hinge_meanfield until they build Verdicts) are
     read as pilot-basis rows by the table and the exit rule, and written unchanged."""
