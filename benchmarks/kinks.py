@@ -65,7 +65,7 @@ def run(name, X, y, width, init_scale, t1, rtols, max_steps, scipy_rtol, out_dir
     params0 = models.init_two_layer(jax.random.PRNGKey(0), X.shape[1], width, init_scale)
 
     def solve(switching, rtol, solver="tsit5"):
-        sw = None if switching else False
+        sw = L.switching if switching else False  # explicit: at rtol ≥ 1e-5 None would pick plain
         return gflow.simulate(L, params0, t1, rtol=rtol, solver=solver, switching=sw, max_steps=max_steps)
 
     ref = reference(out_dir / f"reference_{slug(name)}.npy", solve)

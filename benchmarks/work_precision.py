@@ -251,7 +251,8 @@ def run_problem(problem, log=print, cache=None):
                 "ok": bool(ok)}  # fmt: skip
 
     def flow(solver, rtol, switching=None):
-        # switching=None: gflow's default for this objective (the switching solve)
+        # switching=None: gflow's default for this objective (the switching solve below rtol 1e-5,
+        # the plain solve at looser tolerances: `gflow.flow.SWITCHING_MAX_RTOL`)
         return gflow.simulate(objective, params0, t1, solver=solver, rtol=rtol, max_steps=MAX_STEPS,
                               switching=switching)  # fmt: skip
 
@@ -271,7 +272,8 @@ def run_problem(problem, log=print, cache=None):
     for switching, solvers, rtols in ((None, problem.solvers, problem.rtols),
                                       (False, problem.plain_solvers, problem.plain_rtols)):  # fmt: skip
         for solver in solvers:
-            flow(solver, 1e-3, switching)  # warm-up: compile once (rtol is traced)
+            for warm in (1e-3, 1e-6):  # warm-up: compile each path once (rtol is traced within a path)
+                flow(solver, warm, switching)
             name = f"gflow {solver}" if switching is None else f"gflow plain {solver}"
 
             def measure(rtol, solver=solver, switching=switching, name=name):

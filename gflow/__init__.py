@@ -6,7 +6,7 @@ import) and sets the matmul precision to "highest".
 
 from . import _config  # noqa: F401  (float64 and matmul precision, before any array is made)
 from . import baselines, data, events, losses, models, observables, status
-from . import sweep
+from . import batching, sweep
 from . import switching
 from .flow import simulate, vector_field
 from .losses import objective
@@ -15,6 +15,7 @@ from .trajectory import Trajectory
 __all__ = [
     "Trajectory",
     "baselines",
+    "batching",
     "data",
     "events",
     "losses",

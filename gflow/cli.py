@@ -1,13 +1,20 @@
 """The `gflow` command line. Each subcommand lives in a module of `gflow.studies` that defines
-`register(subparsers)`; add a module to `_STUDIES` to add a command."""
+`register(subparsers)`; the commands are discovered from that package (`study_modules`), so a new
+study module is a new command with no change here."""
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
-_STUDIES = ("gflow.studies.single_run", "gflow.studies.sweep_cmd", "gflow.studies.alignment",
-            "gflow.studies.boursier", "gflow.studies.kumar_haupt",
-            "gflow.studies.condensation", "gflow.studies.hinge_meanfield")
+
+def study_modules() -> list:
+    """The modules of `gflow.studies` that define `register(subparsers)`, in name order."""
+    from . import studies
+
+    modules = [importlib.import_module(f"{studies.__name__}.{info.name}")
+               for info in sorted(pkgutil.iter_modules(studies.__path__), key=lambda info: info.name)]
+    return [module for module in modules if hasattr(module, "register")]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate neural-network training as the gradient-flow ODE dθ/dt = −∇L(θ).",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _STUDIES:
-        importlib.import_module(name).register(subparsers)
+    for module in study_modules():
+        module.register(subparsers)
     return parser
 
 

@@ -36,6 +36,12 @@ from .trajectory import Trajectory
 
 ATOL_FRACTION = 1e-2
 MIN_RTOL_EPS = 1e3
+# `switching=None` integrates a piecewise-linear net's kinks (the switching solve) only below
+# this rtol. Measured on the kinks benchmark (docs/switching.md), wall time plain / switching:
+# rtol 1e-4: 0.22×, 0.15×, 0.015× (the plain solve steps through kinks at that tolerance);
+# 1e-6: 7.2×, 1.1×, 0.22×; 1e-8: ≥ 120×, 5.8×, 22×. On issue 17's n = 300 sliding problem at
+# rtol 1e-4 the plain solve took 265 steps, the switching solve 1,535.
+SWITCHING_MAX_RTOL = 1e-5
 
 SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "tsit5": diffrax.Tsit5,
@@ -154,6 +160,13 @@ class _BracketBisection(optx.AbstractRootFinder):
         return y, aux, {}
 
 
+def progress_meter(progress) -> diffrax.AbstractProgressMeter:
+    """The diffrax progress meter for `simulate(progress=)`: a meter as given, True a tqdm bar."""
+    if isinstance(progress, diffrax.AbstractProgressMeter):
+        return progress
+    return diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+
+
 def _blowup_threshold(dtype) -> float:
     # Far beyond any trained network, far below overflow of the gradient's products.
     return float(np.sqrt(np.finfo(dtype).max)) * 1e-4
@@ -242,7 +255,7 @@ def simulate(
     observables: dict[str, Callable] | None = None,
     event: Callable | None = None,
     max_steps: int = 100_000,
-    progress: bool = False,
+    progress=False,
     save_params: bool = True,
     args=None,
     switching=None,
@@ -268,7 +281,8 @@ def simulate(
       reported as `t_event`. Conditions are watched from t0 on: a condition that already holds
       at t0 fires at the first step for a bool event; a float event needs a sign change.
     - `max_steps`: cap on solver steps; reaching it gives status "max_steps".
-    - `progress`: show a tqdm progress bar over [t0, t1].
+    - `progress`: True shows a tqdm progress bar over [t0, t1]; a diffrax progress meter
+      (`diffrax.AbstractProgressMeter`) is used as given.
     - `save_params`: store θ at `saveat` (set False to keep memory O(observables)).
     - `args`: optional pytree passed to objective, observables and event; `jax.vmap` over it
       runs one dataset per lane.
@@ -278,9 +292,13 @@ def simulate(
       are integrated piece by piece (crossings located, sliding by Filippov's rule) and stay
       cheap at tight tolerances. False forces the plain solve; a `gflow.switching.Switching`
       gives the surfaces of any other objective. Crossing and sliding counts go to `stats`.
+      With None, the switching solve is used only for rtol < `SWITCHING_MAX_RTOL` (1e-5): at
+      looser tolerances the plain solve is cheaper (measured; see `SWITCHING_MAX_RTOL`).
+      `stats["switching"]` is 1 where the switching solve ran, 0 for the plain solve.
 
     **Returns:** a `gflow.Trajectory`. The solve itself never raises: a blow-up gives status
-    "nonfinite", too few steps "max_steps". Bad input raises `ValueError` before solving.
+    "nonfinite", too few steps "max_steps", a switching solve that stops making progress
+    "stalled" (see `gflow.switching`). Bad input raises `ValueError` before solving.
     """
     _check_params(params0)
     _check_scalar_fn("objective", objective, params0, args, allow_bool=False)
@@ -299,7 +317,10 @@ def simulate(
         if tol is not None and _concrete(tol) and not float(tol) > 0:
             raise ValueError(f"{name} must be positive, got {tol}")
     solver = get_solver(solver)
+    automatic = switching is None
     switching = _resolve_switching(switching, objective, params0, args)
+    if automatic and switching is not None and _concrete(rtol) and float(rtol) >= SWITCHING_MAX_RTOL:
+        switching = None  # loose tolerance: the plain solve steps through the kinks cheaper
 
     dtype = jnp.result_type(*jax.tree.leaves(params0))
     min_rtol = MIN_RTOL_EPS * float(jnp.finfo(dtype).eps)
@@ -324,8 +345,11 @@ def simulate(
     if switching is not None:
         from .switching import integrate
 
-        return integrate(objective, switching, params0, args, t0, t1, ts, *tolerances, **options)
-    return _solve(objective, params0, args, t0, t1, ts, *tolerances, **options)
+        traj = integrate(objective, switching, params0, args, t0, t1, ts, *tolerances, **options)
+    else:
+        traj = _solve(objective, params0, args, t0, t1, ts, *tolerances, **options)
+    ran = jnp.zeros_like(traj.status_code) + (switching is not None)
+    return eqx.tree_at(lambda t: t.stats, traj, {**traj.stats, "switching": ran})
 
 
 def _resolve_switching(switching, objective, params0, args):
@@ -430,7 +454,7 @@ def _solve(
         event=diffrax_event,
         max_steps=max_steps,
         throw=False,
-        progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
+        progress_meter=progress_meter(progress),
     )
 
     blew_up = sol.event_mask[0]

@@ -95,6 +95,7 @@ from .flow import (
     _blowup_threshold,
     _dtmin,
     grad_evals_per_step,
+    progress_meter,
     scale_aware_atol,
 )
 from .flow import record as _record
@@ -210,18 +211,34 @@ def for_objective(apply_fn, loss, X, y, reduce) -> Switching | None:
 
 
 class _Geometry(eqx.Module):
-    """Normals N (M, D) of the sliding surfaces (zero rows for empty slots) and (NNᵀ)⁺."""
+    """Normals N (M, D) of the sliding surfaces (zero rows for empty slots) and (NNᵀ)⁺.
+
+    The sliding slots are kept compact (occupied ones first): while at most `_FEW_SLIDING`
+    slide, N's other rows are zero and (NNᵀ)⁺ is block diagonal, so Π and the coordinates use
+    the leading block only (4 · _FEW_SLIDING · D flops per vector instead of 4 M D)."""
 
     normals: jax.Array
     gram_pinv: jax.Array
     sliding: jax.Array  # whether any surface slides (else N = 0 and Π is the identity)
+    few: jax.Array  # whether every sliding surface is in the first _FEW_SLIDING slots
+
+    def _tier(self):
+        return jnp.where(self.sliding, jnp.where(self.few, 1, 2), 0)
 
     def project(self, u):
-        # skipped while nothing slides: N u and Nᵀ(·) cost 4 M D flops per vector
-        return jax.lax.cond(self.sliding, lambda: u - self.normals.T @ (self.gram_pinv @ (self.normals @ u)), lambda: u)
+        F = min(_FEW_SLIDING, self.normals.shape[0])
+        full = lambda N, P: u - N.T @ (P @ (N @ u))
+        return jax.lax.switch(self._tier(), [
+            lambda: u,
+            lambda: full(self.normals[:F], self.gram_pinv[:F, :F]),
+            lambda: full(self.normals, self.gram_pinv),
+        ])
 
     def coordinates(self, u):
-        return self.gram_pinv @ (self.normals @ u)
+        M = self.normals.shape[0]
+        F = min(_FEW_SLIDING, M)
+        leading = lambda: jnp.zeros(M, u.dtype).at[:F].set(self.gram_pinv[:F, :F] @ (self.normals[:F] @ u))
+        return jax.lax.cond(self.few, leading, lambda: self.gram_pinv @ (self.normals @ u))
 
 
 class _Kinks(eqx.Module):
@@ -349,6 +366,10 @@ def _earliest(values, count, few):
     return value, jnp.where(jnp.isfinite(value), index, K)
 
 
+_FEW_SLIDING = 16  # sliding sets this small use the leading block of the geometry (`_Geometry`)
+_BOX_SWEEPS = 16  # coordinate-descent sweeps after the active-set method (`_box_least_squares`)
+
+
 def _box_least_squares(H, b, valid, iterations=None):
     """argmin ½ qᵀHq + bᵀq over q ∈ [0, 1]^m, H = GGᵀ ⪰ 0, for the `valid` entries (the others
     are 0): the primal-dual active-set method (Hintermüller, Ito & Kunisch 2002). Each iteration
@@ -384,7 +405,16 @@ def _box_least_squares(H, b, valid, iterations=None):
     q0 = jnp.where(valid, 0.5, 0.0).astype(H.dtype)
     low0, high0 = sets(q0)
     q, *_ = jax.lax.while_loop(cond, body, (q0, low0, high0, low0, high0, jnp.asarray(0)))
-    return jnp.where(valid, jnp.clip(q, 0.0, 1.0), 0.0)
+    q = jnp.where(valid, jnp.clip(q, 0.0, 1.0), 0.0)
+
+    # the active-set method can cycle where H is ill-conditioned: cyclic coordinate descent
+    # (monotone, convergent for H ⪰ 0) polishes its answer, exact where it had converged
+    def coordinate(i, q):
+        i = i % m
+        qi = jnp.clip(q[i] - (H[i] @ q + b[i]) / scale[i], 0.0, 1.0)
+        return q.at[i].set(jnp.where(valid[i] & (diag[i] > 0), qi, q[i]))
+
+    return jax.lax.fori_loop(0, _BOX_SWEEPS * m, coordinate, q)
 
 
 @eqx.filter_jit
@@ -462,18 +492,25 @@ def integrate(
 
         return jax.vmap(row)(ks)
 
+    F = min(_FEW_SLIDING, M)
+
     def geometry(y, sliding, last):
+        few = ~jnp.any(sliding[F:] >= 0)
+
         def sliding_geometry():
             valid = sliding >= 0
             normals = surface_normals(y, jnp.where(valid, sliding, 0)) * valid[:, None]
-            return normals, jnp.linalg.pinv(normals @ normals.T, hermitian=True)
+            leading = lambda: jnp.zeros((M, M), dtype).at[:F, :F].set(
+                jnp.linalg.pinv(normals[:F] @ normals[:F].T, hermitian=True))
+            full = lambda: jnp.linalg.pinv(normals @ normals.T, hermitian=True)
+            return normals, jax.lax.cond(few, leading, full)
 
         # M vjps and a pseudo-inverse cost ~10 gradients: skipped while nothing slides, when
         # `last` (a geometry of the same shape, unused then: Π is the identity) is passed on
         # rather than an M × D block of zeros written each step
         any_sliding = jnp.any(sliding >= 0)
         normals, gram_pinv = jax.lax.cond(any_sliding, sliding_geometry, lambda: (last.normals, last.gram_pinv))
-        return _Geometry(normals, gram_pinv, any_sliding)
+        return _Geometry(normals, gram_pinv, any_sliding, few)
 
     def relaxed(pattern, sliding, value):
         # the pattern as floats with every sliding surface's p set to `value`
@@ -544,7 +581,7 @@ def integrate(
 
     pattern0 = surfaces(y0) > 0
     sliding0 = -jnp.ones(M, dtype=jnp.int32)
-    geo0 = _Geometry(jnp.zeros((M, y0.shape[0]), dtype), jnp.zeros((M, M), dtype), jnp.asarray(False))
+    geo0 = _Geometry(jnp.zeros((M, y0.shape[0]), dtype), jnp.zeros((M, M), dtype), jnp.asarray(False), jnp.asarray(True))
     piece0 = (relaxed(pattern0, sliding0, 0.5), geo0)
     t_next0, cstate0 = controller.init(term, t0, t1, y0, None, piece0, solver.func, error_order)
     zero = jnp.asarray(0, jnp.int32)
@@ -762,20 +799,50 @@ def integrate(
         # _BUFFER_FILL · B of them, so that it is rarely shortened (its kinks located twice)
         n_crossing = jnp.sum(crossing)
         dt_next = jnp.where(n_crossing > 0, jnp.minimum(dt_next, (tb - ta) * _BUFFER_FILL * B / n_crossing), dt_next)
-        flipped = pattern ^ crossing
 
-        def new_side():
+        def new_side(tb, yc, crossing, moved):
             # the stepped-over state must lie on the new side of each crossed surface, with the
             # new side's field pointing away from it (a, b of one sign); else sliding may begin
+            flipped = pattern ^ crossing
             f_new = piece_field(tb, yc, (relaxed(flipped, sliding, 0.5), geo))
             s_c, velocity = jax.jvp(surfaces, (yc,), (f_new,))
             away = (signed(flipped, s_c) > 0) & (signed(flipped, velocity) > 0)
             return f_new, crossing & (moved | ~away)
 
         f_new, stuck = jax.lax.cond(
-            keep & any_crossing, new_side, lambda: (jnp.zeros_like(y0), jnp.zeros(K, bool))
+            keep & any_crossing,
+            lambda: new_side(tb, yc, crossing, moved),
+            lambda: (jnp.zeros_like(y0), jnp.zeros(K, bool)),
         )
         counts["extra_grad_evals"] += (keep & any_crossing).astype(jnp.int32)
+        # a crossing that needs a decision among many that do not: the step is shortened to end
+        # between it and the last crossing before it (those are stepped over) rather than cut at
+        # the step's first crossing, which with a full buffer of crossings advanced a few per cent
+        # of the step each time; the next step starts at that crossing
+        tau_stuck = jnp.min(jnp.where(stuck, tau_k, jnp.inf))
+        tau_before = jnp.max(jnp.where(crossing & (tau_k < tau_stuck), tau_k, -jnp.inf))
+        resplit = keep & ~fall_back & jnp.isfinite(tau_stuck) & jnp.isfinite(tau_before)
+
+        def shortened_before_stuck():
+            t_pre = 0.5 * (tau_before + tau_stuck)
+            tb2, yb2, s_b2, crossing2, any2, found2, yc2, keep2, dt2 = over(t_pre, interp.evaluate(t_pre))
+            f2, stuck2 = new_side(tb2, yc2, crossing2, found2.moved)
+            good = keep2 & ~jnp.any(stuck2)
+            pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(good, a, b), new, old)
+            return good, pick(
+                (tb2, yb2, s_b2, crossing2, any2, found2, yc2, f2, stuck2),
+                (tb, yb, s_b, crossing, any_crossing, found, yc, f_new, stuck),
+            )
+
+        resplit, (tb, yb, s_b, crossing, any_crossing, found, yc, f_new, stuck) = jax.lax.cond(
+            resplit,
+            shortened_before_stuck,
+            lambda: (jnp.asarray(False), (tb, yb, s_b, crossing, any_crossing, found, yc, f_new, stuck)),
+        )
+        counts["num_steps_shortened"] += resplit.astype(jnp.int32)
+        counts["extra_grad_evals"] += (kink_evals + 1) * resplit.astype(jnp.int32)
+        tau_k, tau_frozen, moved, t_split = found.tau, found.tau_frozen, found.moved, found.t_split
+        flipped = pattern ^ crossing
         # a step cut at its first crossing checks its end without the kinks, as before a cut
         y_end = jnp.where(fall_back, yb, yc)
         p_end = jnp.where(fall_back, pattern, flipped)
@@ -888,6 +955,7 @@ def integrate(
         new_pattern = jnp.where(onset | is_exit, decided_pattern, new_pattern)
         new_sliding = jnp.where(onset | is_exit, decided_sliding, sliding)
         left = jnp.sum((sliding >= 0) & ~jnp.isin(sliding, new_sliding))
+        new_sliding = new_sliding[jnp.argsort(new_sliding < 0, stable=True)]  # compact (`_Geometry`)
         stepped_over = jnp.sum(advance & crossing)
         counts["num_crossings"] += (is_cross & ~slide & ~graze).astype(jnp.int32) + stepped_over
         counts["num_crossings_stepped_over"] += stepped_over
@@ -962,7 +1030,7 @@ def integrate(
             done=reached_end | is_user | blew_up | collapsed | out_of_steps | stalled,
         )
 
-    meter = diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+    meter = progress_meter(progress)
 
     def step_with_progress(carry):
         state, meter_state = carry

@@ -1,8 +1,6 @@
 """The automatic orientation count, the leading-order directions of Zhou et al. (2022) and the
 D1–D3 study (smoke test of its quick mode)."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -57,7 +55,7 @@ def test_bad_weights_raise(W):
 
 def test_leading_order_directions_against_brute_force():
     # d = 1: orientations on the circle, so a dense angle grid is an independent reference.
-    X, y = study.fig5_data()
+    X, y = zhou2022.fig5_data()
     theta = np.linspace(-np.pi, np.pi, 200_001)[:-1]
     U = np.stack([np.cos(theta), np.sin(theta)], axis=1)
     Z = U @ np.asarray(models.with_bias(X)).T
@@ -82,20 +80,35 @@ def test_multiplicity_rejects_relu():
 
 
 def test_quick_mode_smoke(tmp_path):
-    verdicts = study.run(tmp_path, quick=True)
-    assert json.loads((tmp_path / "verdicts.json").read_text()) == json.loads(json.dumps(verdicts, default=str))
-    for name in ("verdicts.md", "heatmaps_D1.png", "heatmaps_D2.png", "counts_D3.png", "directions_D1.png"):
+    from gflow.studies import verdicts as verdicts_io
+
+    rows = study.run(tmp_path, quick=True)
+    assert verdicts_io.read(tmp_path) == rows
+    for name in ("verdicts.md", "manifest.json", "heatmaps_D1.png", "heatmaps_D1_equal.png", "heatmaps_D2.png",
+                 "counts_D3.png", "directions_D1.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert {v["experiment"] for v in verdicts} == {"D1", "D2", "D3", "D1-Adam"}
+    assert {v.experiment for v in rows} == {"D1", "D1-equal", "D2", "D3", "D1-Adam"}
+    # No count bound passes where nothing condensed: every K ≤ 2p row with a K = 0 run is n/a.
+    for v in rows:
+        if v.criterion.startswith("K ≤") and "0" in v.measured.strip("[]").split(", "):
+            assert v.outcome == "not-applicable", v
+    # The headline rows of D1 (K ≤ 2p): tanh condenses (p = 1, proved) and passes; under the
+    # gradient flow x·tanh and x²·tanh do not condense (winner-take-all), so they are n/a, and
+    # with equal initial norms x·tanh condenses on the a > 0 line, K = 2 ≤ 4.
+    heads = {v.quantity.split(",")[0]: v for v in rows if v.headline}
+    assert [heads[a].outcome for a in ("tanh", "xtanh", "x2tanh")] == ["pass", "not-applicable", "not-applicable"]
+    assert verdicts_io.exit_status(rows) == 1
+    equal = [v for v in rows if v.experiment == "D1-equal"]
+    assert [v.outcome for v in equal] == ["fail", "pass", "pass"]  # 1 line, not p = 2; K = 2; on the eigenvector
     # T_stop is the loss rule of §D, the later stops where R_S/R_S(0) reaches 0.9 and 0.5:
     # recompute R_S with the numpy forward pass at the returned weights.
-    X, y = study.fig5_data()
-    r = study.initial_stage(X, y, "tanh", 50, 0, later=(0.9, 0.5))
+    X, y = zhou2022.fig5_data()
+    r = zhou2022.initial_stage(X, y, "tanh", 50, 0, later=(0.9, 0.5))
     assert r["stop_rule"] == "loss"
     np.testing.assert_allclose(r["later_risk"], [0.99, 0.9, 0.5], rtol=1e-8)
     import jax
 
-    params0 = models.init_two_layer_bias(jax.random.PRNGKey(0), 1, 50, study.init_scale("tanh"))
+    params0 = models.init_two_layer_bias(jax.random.PRNGKey(0), 1, 50, zhou2022.init_scale("tanh"))
     Xt = np.hstack([X, np.ones_like(X)])
     risk0 = 0.5 * np.mean((np.tanh(Xt @ np.asarray(params0["W"]).T) @ np.asarray(params0["a"]) - y) ** 2)
     assert 0.5 * np.mean(r["residual"] ** 2) == pytest.approx(0.99 * risk0, rel=1e-8)
@@ -103,7 +116,7 @@ def test_quick_mode_smoke(tmp_path):
     # norm; `alignment` measures it against the residual at T_stop.
     g = zhou2022.direction_p1(X, r["residual"])
     cos = np.abs(r["W"] @ g) / np.linalg.norm(r["W"], axis=1)
-    np.testing.assert_allclose(study.alignment(r, "tanh", X), cos, rtol=1e-12)
+    np.testing.assert_allclose(zhou2022.alignment(r, "tanh", X), cos, rtol=1e-12)
     assert np.median(cos) > 0.999
 
 
@@ -112,7 +125,7 @@ def test_adam_stage_first_step_against_finite_differences():
     # ≈ −lr·sign(g). g comes from central finite differences of a numpy R_S.
     import jax
 
-    X, y = study.fig5_data()
+    X, y = zhou2022.fig5_data()
     width, lr, sigma0 = 4, 5e-4, 5e-3
     params0 = models.init_two_layer_bias(jax.random.PRNGKey(3), 1, width, sigma0)
     theta0 = np.concatenate([np.asarray(params0["W"]).ravel(), np.asarray(params0["a"])])
@@ -124,7 +137,7 @@ def test_adam_stage_first_step_against_finite_differences():
 
     eye = np.eye(theta0.size) * 1e-7
     g = np.array([(risk(theta0 + e) - risk(theta0 - e)) / 2e-7 for e in eye])
-    loss_stop, after_one = study.adam_stage(X, y, "tanh", width, 3, lr=lr, epochs=(1,), sigma0=sigma0)
+    loss_stop, after_one = zhou2022.adam_stage(X, y, "tanh", width, 3, lr=lr, epochs=(1,), sigma0=sigma0)
     assert (loss_stop["t_stop"], after_one["t_stop"]) == (1, 1)
     theta1 = np.concatenate([after_one["W"].ravel(), after_one["a"]])
     np.testing.assert_allclose(theta1 - theta0, -lr * g / (np.abs(g) + 1e-8), rtol=1e-6)
@@ -152,20 +165,60 @@ def test_bias_and_residual_nets_against_numpy():
         models.residual(params, X, ("tanh",))
 
 
-@pytest.mark.parametrize("passes, status", [((True, True), 0), ((True, False), 1), ((), 0)])
-def test_study_exit_status_is_one_on_any_failed_verdict(tmp_path, passes, status):
-    import argparse
+# ----------------------------------------------------------------------------- verdict criteria
+# Each row of `gflow condensation` fed a right and a deliberately wrong input (D1–D4).
+def test_two_p_row_is_not_applicable_when_nothing_condensed():
+    assert zhou2022.two_p_verdict("D1", "x", [4, 3], 2).outcome == "pass"
+    assert zhou2022.two_p_verdict("D1", "x", [5, 3], 2).outcome == "fail"  # more than 2p
+    for K in ([0, 0], [3, 0]):
+        row = zhou2022.two_p_verdict("D1", "x", K, 2, headline=True)
+        assert row.outcome == "not-applicable" and "nothing condensed" in row.reason
+    assert zhou2022.two_p_verdict("D1", "x", [0, 0], 2, headline=True).basis == "paper"
 
-    from gflow.studies import verdicts as verdicts_io
 
-    def run(out, quick):
-        rows = [verdicts_io.verdict("X", f"claim {i}", i, i, "exact", ok) for i, ok in enumerate(passes)]
-        verdicts_io.write(out, rows, {"quick": quick})
-        return rows
+def test_kkt_row():
+    assert zhou2022.kkt_verdict("D2", "x", [2, 4], [4, 4]).outcome == "pass"
+    assert zhou2022.kkt_verdict("D2", "x", [6, 4], [4, 4]).outcome == "fail"
+    assert zhou2022.kkt_verdict("D2", "x", [0, 1], [4, 6]).outcome == "not-applicable"
 
-    parser = argparse.ArgumentParser()
-    verdicts_io.register_study(parser.add_subparsers(dest="command"), "toy", "toy study", run, tmp_path, rtol=False)
-    args = parser.parse_args(["toy", "--quick", "--out", str(tmp_path)])
-    assert args.func(args) == status
-    assert "rtol" not in vars(args)
-    assert [v["pass"] for v in json.loads((tmp_path / "verdicts.json").read_text())] == list(passes)
+
+def test_line_count_row_counts_uncondensed_runs_against_the_claim():
+    assert zhou2022.line_count_verdict("D1", "x", [2] * 9 + [1], 2).outcome == "pass"
+    assert zhou2022.line_count_verdict("D1", "x", [2] * 7 + [1] * 3, 2).outcome == "fail"
+    assert zhou2022.line_count_verdict("D1", "x", [0] * 10, 2).outcome == "fail"  # nothing condensed
+    assert zhou2022.line_count_verdict("D1", "x", [], 2).outcome == "not-applicable"
+
+
+def test_centroid_row():
+    assert zhou2022.centroid_verdict("D1", "x", [0.999, 0.9999]).outcome == "pass"
+    assert zhou2022.centroid_verdict("D1", "x", [0.999, 0.95]).outcome == "fail"  # off the prediction
+    assert zhou2022.centroid_verdict("D1", "x", [0.999, np.nan]).outcome == "not-applicable"  # no cluster
+
+
+def test_persistence_row():
+    assert zhou2022.persistence_verdict("D3", "x", [2, 2, 3]).outcome == "pass"
+    assert zhou2022.persistence_verdict("D3", "x", [2, 0, 0]).outcome == "fail"
+    assert zhou2022.persistence_verdict("D3", "x", [0, 0, 0]).outcome == "not-applicable"
+
+
+def test_one_line_and_exact_count_rows():
+    assert zhou2022.one_line_verdict("D2", "x", [1, 1], [1.0, 0.95]).outcome == "pass"
+    assert zhou2022.one_line_verdict("D2", "x", [1, 0], [1.0, 0.0]).outcome == "fail"  # one run never condensed
+    assert zhou2022.one_line_verdict("D2", "x", [1, 2], [1.0, 1.0]).outcome == "fail"
+    assert zhou2022.one_line_verdict("D2", "x", [1, 1], [1.0, 0.5]).outcome == "fail"  # half the neurons off-line
+    assert zhou2022.exact_count_verdict("D2", "x", [3, 4], {3, 4}, "c").outcome == "pass"
+    assert zhou2022.exact_count_verdict("D2", "x", [0, 4], {3, 4}, "c").outcome == "fail"
+
+
+def test_count_rows_on_planted_weights():
+    """The count and a row together: planted ±u condensation passes K ≤ 2p; a net whose active
+    set is one neuron (winner-take-all) gives K = 0 and is not applicable, never a pass."""
+    rng = np.random.default_rng(4)
+    u = np.array([0.6, 0.8])
+    condensed = np.vstack([_cluster(rng, u, 8, 0.005), _cluster(rng, -u, 6, 0.005)])
+    winner = np.vstack([_cluster(rng, u, 1, 0.0), 1e-3 * rng.standard_normal((13, 2))])
+    K = [cond.condensation(W).num_orientations for W in (condensed, winner)]
+    assert K == [2, 0]
+    assert zhou2022.two_p_verdict("D1", "x", K[:1], 1).outcome == "pass"
+    assert zhou2022.two_p_verdict("D1", "x", K, 1).outcome == "not-applicable"
+

@@ -272,10 +272,58 @@ def test_resume_after_killed_subprocess(tmp_path, local2):
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
 
 
-def test_resume_refuses_a_different_sweep(tmp_path, local2):
-    sweep.run(linear_spec(), out=tmp_path, chunk_size=2, progress=False)
-    with pytest.raises(ValueError, match="different sweep"):
-        sweep.run(linear_spec(), out=tmp_path, chunk_size=4, progress=False)
+def test_resume_refuses_a_different_sweep_saying_what_changed(tmp_path, local2, capsys):
+    from gflow import cli
+
+    config = tmp_path / "sweep.toml"
+    config.write_text(RESUME_TOML)
+    out = tmp_path / "out"
+    run = ["sweep", str(config), "--out", str(out), "--chunk-size", "2", "--quiet"]
+    assert cli.main(run) == 0
+    chunks = sorted((out / sweep.CHUNKS).glob("*.npz"))
+    config.write_text(RESUME_TOML.replace("rtol = 1e-8", "rtol = 1e-7").replace("seed = [0, 1, 2, 3, 4, 5, 6, 7]", "seed = [0, 1]"))
+    assert cli.main([*run[:-3], "--chunk-size", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    for change in ("axes.seed: [0, 1, 2, 3, 4, 5, 6, 7] → [0, 1]", "solve.rtol: 1e-08 → 1e-07", "chunk_size: 2 → 4"):
+        assert change in err
+    assert "max_steps" not in err and "--restart" in err and "resume=False" in err
+    assert sorted((out / sweep.CHUNKS).glob("*.npz")) == chunks  # nothing was touched
+    assert cli.main([*run, "--restart"]) == 0  # the flag the message names starts over
+
+
+def test_damaged_chunks_are_named_and_recomputed_before_any_work(tmp_path, local2, monkeypatch, caplog):
+    """A truncated, an empty and a misplaced chunk file: each is named with what is wrong before
+    any chunk is solved; exactly their points are solved again, and the dataset is unchanged."""
+    spec = linear_spec()
+    sweep.run(spec, out=tmp_path, chunk_size=1, progress=False, workers=1)
+    files = sorted((tmp_path / sweep.CHUNKS).glob("*.npz"))
+    assert len(files) == 6
+    truncated, empty, misplaced = files[0], files[2], files[4]
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    empty.write_bytes(b"")
+    misplaced.write_bytes(files[5].read_bytes())
+    kept = {p: p.stat().st_mtime_ns for p in files if p not in (truncated, empty, misplaced)}
+    events = []
+    solve_chunk = sweep.solve_chunk
+
+    def solve_and_record(spec, indices, pad_to):
+        events.append(("solve", tuple(indices)))
+        return solve_chunk(spec, indices, pad_to)
+
+    monkeypatch.setattr(sweep, "solve_chunk", solve_and_record)
+    caplog.set_level("WARNING", logger="gflow.sweep")
+    caplog.handler.addFilter(lambda record: events.append(("warn", record.getMessage())) or True)
+    ds = sweep.run(spec, out=tmp_path, chunk_size=1, progress=False, workers=1)
+    warnings = [e[1] for e in events if e[0] == "warn"]
+    assert [e[0] for e in events] == ["warn"] * 3 + ["solve"] * 3
+    assert sorted(e[1] for e in events if e[0] == "solve") == [(0,), (2,), (4,)]
+    assert f"damaged chunk {truncated}: not a readable .npz archive" in warnings[0] and "truncated" in warnings[0]
+    assert f"damaged chunk {empty}: empty file (0 bytes)" in warnings[1]
+    assert f"damaged chunk {misplaced}: holds grid points [5], expected [4]" in warnings[2]
+    assert all("solved again" in w for w in warnings)
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    _results(ds).identical(_results(local2)) or pytest.fail("recomputed chunks changed the results")
 
 
 def test_balance_plans_by_pilot_steps_and_gives_identical_results(local2, tmp_path):
@@ -302,7 +350,7 @@ def test_balance_plans_by_pilot_steps_and_gives_identical_results(local2, tmp_pa
     stamps = [p.stat().st_mtime_ns for p in chunks]
     sweep.run(spec, out=tmp_path, chunk_size=2, progress=False, balance=True)
     assert [p.stat().st_mtime_ns for p in chunks] == stamps
-    with pytest.raises(ValueError, match="different sweep"):
+    with pytest.raises(ValueError, match="different sweep .balance: true → false"):
         sweep.run(spec, out=tmp_path, chunk_size=2, progress=False)
 
 

@@ -339,9 +339,84 @@ def test_sliding_set_is_entered_only_where_it_can_be_kept():
     X, y = data.hyperplane(200, 20)
     L = losses.objective(models.two_layer, "exponential", X, y)
     params0 = models.init_two_layer(jax.random.PRNGKey(0), 20, 100, 1e-2)
-    loose = gflow.simulate(L, params0, 5.0, rtol=1e-4, max_steps=20_000)
+    loose = gflow.simulate(L, params0, 5.0, rtol=1e-4, max_steps=20_000, switching=L.switching)
     tight = gflow.simulate(L, params0, 5.0, rtol=1e-8, max_steps=20_000)
     assert loose.status == "success" and tight.status == "success"
     assert int(loose.stats["num_sliding_exits"]) <= int(loose.stats["num_sliding_starts"]) < 200
     ref = _flat(tight.final_params)
     assert np.max(np.abs(_flat(loose.final_params) - ref)) < 1e-4 * np.max(np.abs(ref))
+
+
+def test_switching_is_chosen_by_rtol():
+    # switching=None: the switching solve below SWITCHING_MAX_RTOL, the plain solve above it
+    # (stats["switching"] says which ran); an explicit Switching is always honoured.
+    L, params0 = _sliding_problem(n=12, d=4, width=3, init_scale=1e-2)
+    tight = gflow.simulate(L, params0, 1.0, rtol=1e-6)
+    loose = gflow.simulate(L, params0, 1.0, rtol=1e-4)
+    forced = gflow.simulate(L, params0, 1.0, rtol=1e-4, switching=L.switching)
+    assert int(tight.stats["switching"]) == 1 and "num_crossings" in tight.stats
+    assert int(loose.stats["switching"]) == 0 and "num_crossings" not in loose.stats
+    assert int(forced.stats["switching"]) == 1
+
+
+def _sliding_problem(n, d, width, init_scale, reduction="sum", seed=0):
+    X, y = data.hyperplane(n, d, np.random.default_rng(seed))
+    L = losses.objective(models.two_layer, "exponential", X, y, reduction=reduction)
+    return L, models.init_two_layer(jax.random.PRNGKey(seed), d, width, init_scale, balanced=True)
+
+
+def test_box_least_squares_against_scipy():
+    # the minimal-norm Filippov field's weights: argmin ‖g0 + Gᵀq‖ over q ∈ [0, 1]^m, against
+    # scipy's bounded least squares, with empty (invalid) slots and nearly parallel rows
+    from scipy.optimize import lsq_linear
+
+    from gflow.switching import _box_least_squares
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        m, D = 6, 9
+        G = rng.normal(size=(m, D))
+        if trial % 4 == 0:
+            G[1] = G[0] + 1e-7 * rng.normal(size=D)
+        g0 = rng.normal(size=D) * 3
+        valid = rng.random(m) < 0.8
+        Gv = G * valid[:, None]
+        q = np.asarray(_box_least_squares(jnp.asarray(Gv @ Gv.T), jnp.asarray(Gv @ g0), jnp.asarray(valid)))
+        ref = lsq_linear(G[valid].T, -g0, bounds=(0.0, 1.0), method="bvls", tol=1e-14).x
+        assert np.all(q[~valid] == 0)
+        # the optimum's value is unique (its argmin need not be, with parallel rows)
+        value = lambda w: np.linalg.norm(g0 + G[valid].T @ w)
+        assert value(q[valid]) <= value(ref) * (1 + 1e-9) + 1e-12
+        assert np.all((q >= 0) & (q <= 1))
+
+
+def test_many_surfaces_slide_at_once_issue_17():
+    # issue 17's reproducer: hyperplane data, width 20, ε = 1e-3, sum reduction, rtol 1e-6. The
+    # sliding set grew to 14 surfaces and the solve flipped one surface back and forth at
+    # t = 0.187 until max_steps (246 accepted, 19,754 rejected). With the whole set decided by
+    # the minimal-norm Filippov field it reaches t1; the balancedness v_j² − ‖w_j‖² is conserved
+    # by the gradient flow of a two-layer ReLU net, sliding or not, and checks the sliding field.
+    from gflow import observables
+
+    L, params0 = _sliding_problem(n=40, d=10, width=20, init_scale=1e-3)
+    traj = gflow.simulate(L, params0, 5.0, rtol=1e-6, max_steps=20_000, save_params=False,
+                          saveat=jnp.linspace(0.0, 5.0, 6), observables={"bal": observables.balancedness})
+    assert traj.status == "success", (traj.status, float(traj.t_final))
+    assert int(traj.stats["max_sliding"]) > 20  # many surfaces slide at once
+    assert int(traj.num_steps) < 2_000
+    drift = np.max(np.abs(np.asarray(traj.observables["bal"]) - np.asarray(traj.observables["bal"][0])))
+    assert drift < 1e-6 * float(jnp.max(traj.final_params["v"] ** 2))  # measured 2e-8
+
+
+def test_progress_guard_ends_a_stalled_solve():
+    # a sliding buffer too small for the problem (4 slots where 50 surfaces slide) makes the
+    # flow chatter on the overflowing surfaces: the guard ends it as "stalled", well before
+    # max_steps, at the time it reached
+    import dataclasses
+
+    L, params0 = _sliding_problem(n=40, d=10, width=20, init_scale=1e-3)
+    small = dataclasses.replace(L.switching, max_sliding=4)
+    traj = gflow.simulate(L, params0, 5.0, rtol=1e-6, max_steps=20_000, switching=small)
+    assert traj.status == "stalled"
+    assert int(traj.num_steps) < 2_000 and 0 < float(traj.t_final) < 5.0
+    assert int(traj.stats["sliding_overflow"]) > 0

@@ -2,7 +2,8 @@
 
 Shows a progress bar (points done, failures, ETA) and a one-line summary; the dataset goes to
 `DIR/results.nc` (or `DIR/results.zarr` with `--format zarr`). Rerunning the same command
-resumes an interrupted sweep. The exit code is non-zero only when the sweep could not run (bad
+resumes an interrupted sweep (damaged chunk files are named and solved again); a changed config
+or chunk size is refused, naming what changed, unless `--restart` starts over. The exit code is non-zero only when the sweep could not run (bad
 config: 2); a failed trajectory is a result.
 """
 
@@ -22,7 +23,9 @@ def register(subparsers):
                    help="dataset format (default: zarr if DIR ends in .zarr, else netCDF)")
     p.add_argument("--balance", action="store_true",
                    help="plan chunks by a pilot solve's step counts (longest first, balanced chunks)")
-    p.add_argument("--restart", action="store_true", help="discard chunks from an earlier run")
+    p.add_argument("--restart", action="store_true",
+                   help="start over: delete the chunks of an earlier run in --out (a resume with a "
+                   "changed config or chunk size is refused without it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=main)
 

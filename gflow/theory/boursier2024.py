@@ -17,9 +17,12 @@ vector of sign s iff s·D_P/‖D_P‖ lies in P.
 
 from functools import partial
 
+import jax.numpy as jnp
 import numpy as np
 
-from .. import losses
+from .. import losses, models
+from ..studies.criteria import fitted_slope, interval_within, late_decrease
+from ..studies.verdicts import check
 from .ncf import correlation_labels
 
 
@@ -119,3 +122,216 @@ def sparsity_data(n=40, seed=0):
     """x ~ U[−1, 1] (n points), y the linear interpolation through the teacher's knots."""
     x = np.sort(np.random.default_rng(seed).uniform(-1.0, 1.0, n))
     return x, np.interp(x, TEACHER_KNOTS_X, TEACHER_KNOTS_Y)
+
+
+#: Theorem 2's bound on the box size η of Assumption 3 (science_A, paper 2 (c)).
+ETA_MAX = 1 / 6
+
+
+def spurious_box_data(eta=0.15, seed=0):
+    """A three-point dataset drawn uniformly inside Assumption 3's box (Theorem 2, η < 1/6):
+    x̃_1 ∈ (−1, −1+η] × [1, 1+η], y_1 ∈ [1, 1+η]; x̃_2 ∈ [−η, η] × [1−η, 1+η], y_2 ∈ (0, η];
+    x̃_3 ∈ [1−η, 1) × [1, 1+η], y_3 ∈ [1, 1+η]. The second coordinate of x̃ plays the bias
+    input (it is not exactly 1 inside the box). Returns (X̃ (3, 2), y (3,)); data that nobody
+    chose, for the held-out check that the flow stalls at this set's own least-squares value."""
+    if not 0 < eta < ETA_MAX:
+        raise ValueError(f"eta must lie in (0, 1/6) for Theorem 2, got {eta}")
+    u = np.random.default_rng(seed).uniform(size=(3, 3))
+    X = np.array([[-1 + eta * (1 - u[0, 0]), 1 + eta * u[0, 1]],
+                  [eta * (2 * u[1, 0] - 1), 1 + eta * (2 * u[1, 1] - 1)],
+                  [1 - eta * (1 - u[2, 0]), 1 + eta * u[2, 1]]])
+    y = np.array([1 + eta * u[0, 2], eta * (1 - u[1, 2]), 1 + eta * u[2, 2]])
+    return X, y
+
+
+def in_spurious_box(X, y, eta):
+    """True if (X̃, y) satisfies Assumption 3 with box size η (closed box; the open ends have
+    measure zero for `spurious_box_data`)."""
+    X, y = np.asarray(X, float), np.asarray(y, float)
+    lo = np.array([[-1, 1, 1], [-eta, 1 - eta, 0], [1 - eta, 1, 1]])
+    hi = np.array([[-1 + eta, 1 + eta, 1 + eta], [eta, 1 + eta, eta], [1, 1 + eta, 1 + eta]])
+    Z = np.column_stack([X, y])
+    return bool(np.all((lo <= Z) & (Z <= hi)))
+
+
+# ----------------------------------------------------------------------------- the criteria of the rows
+CONVERGED = 1e-3  # relative loss decrease over the second half of the horizon of a stalled flow
+
+
+def mse(params, args):
+    """(1/n) Σ_k (h_θ(x̃_k) − y_k)², the paper code's loss (no ½)."""
+    f = models.two_layer(params, args["X"])
+    return jnp.mean(losses.square(f, args["y"], factor=1.0))
+
+
+def converged(ts, loss, tol=CONVERGED):
+    """The premise of a claim about where the flow ends: the loss has stopped moving, its
+    relative decrease over the second half of the horizon (`criteria.late_decrease`) ≤ `tol`."""
+    return bool(late_decrease(ts, loss) <= tol)
+
+
+def neurons(params, X):
+    """Per-neuron numpy summaries: w (m, d), a (m,), ‖w‖, activation patterns (m, n), dead."""
+    W = np.asarray(params["W"])
+    a = np.asarray(params["v"])
+    pattern = activation_pattern(W, X)
+    return {"W": W, "a": a, "norm": np.linalg.norm(W, axis=1), "pattern": pattern,
+            "dead": ~pattern.any(axis=1)}
+
+
+def neuron_cosines(W, direction):
+    u = np.asarray(direction) / np.linalg.norm(direction)
+    return W @ u / np.maximum(np.linalg.norm(W, axis=1), np.finfo(float).tiny)
+
+
+def spurious_data():
+    X = np.asarray(models.with_bias(SPURIOUS_X[:, None]))
+    return X, SPURIOUS_Y
+
+
+PLATEAU_CLAIM = ("for small λ, gradient flow on an over-parameterised net converges to a spurious "
+                 "stationary point with L > 0, the least-squares fit of the three points "
+                 "(Boursier & Flammarion 2024, Theorem 2; science_A paper 2 (c))")
+
+
+def plateau_row(experiment, quantity, traj, l_ols, *, premise=True, premise_reason="",
+                headline=False, **details):
+    """The row 'L(T) equals the least-squares value L_OLS to 1e-3 relative', applicable only if
+    the flow has stopped moving (`converged`) and `premise` holds."""
+    ts, loss = np.asarray(traj.ts), np.asarray(traj.loss)
+    rel = abs(float(traj.final_loss) / l_ols - 1)
+    moving = late_decrease(ts, loss)
+    stalled = bool(moving <= CONVERGED)
+    return check(experiment, PLATEAU_CLAIM, quantity, rel, "≤ 1e-3", rel <= 1e-3, basis="derivation",
+                 premise=premise and stalled, headline=headline,
+                 premise_reason=premise_reason if not premise else
+                 f"the loss is still falling: {moving:.2e} relative over the second half of the horizon",
+                 details={"final_loss": float(traj.final_loss), "L_OLS": l_ols, "late_decrease": moving,
+                          "status": str(traj.status), "steps": int(traj.num_accepted_steps),
+                          "rejected": int(traj.num_rejected_steps), **details})
+
+
+def plateau_neurons_row(params, X, beta, label, *, premise=True, premise_reason=""):
+    """E2.1's neuron row (pure in the parameters): every large neuron (‖w‖ ≥ 1% of the largest)
+    has a > 0, pattern (1,1,1) and cos(w, β_OLS) > 0.999, and every a < 0 neuron is dead."""
+    nz = neurons(params, X)
+    large = nz["norm"] >= 1e-2 * nz["norm"].max()
+    good = (nz["a"] > 0) & nz["pattern"].all(axis=1) & (neuron_cosines(nz["W"], beta) > 0.999)
+    frac_good = float(np.mean(good[large]))
+    dead_neg = float(np.mean(nz["dead"][nz["a"] < 0])) if np.any(nz["a"] < 0) else np.nan
+    return check("E2.1", PLATEAU_CLAIM, f"share of large neurons with a > 0, pattern (1,1,1) and "
+                 f"cos(w, β_OLS) > 0.999, and of a < 0 neurons dead ({label})", min(frac_good, dead_neg),
+                 "both = 1", bool(frac_good == 1.0 and dead_neg == 1.0), basis="paper",
+                 premise=premise and bool(np.isfinite(dead_neg)),
+                 premise_reason=premise_reason if not premise else "no a < 0 neuron",
+                 details={"large_neurons": int(large.sum()), "frac_large_good": frac_good,
+                          "frac_a_neg_dead": dead_neg})
+
+
+def zero_loss_row(traj, X, quantity, **details):
+    """E2.2's row for an init outside Theorem 2's premise: L(T) < 1e-5 (pure in the run)."""
+    final = float(traj.final_loss)
+    nz = neurons(traj.final_params, X)
+    large = nz["norm"] >= 1e-2 * nz["norm"].max()
+    patterns = sorted({"".join("1" if b else "0" for b in p) for p in nz["pattern"][large]})
+    return check(
+        "E2.2", "the two-edged sword: without the small balanced init (λ = 1, or |a| < ‖w‖) the "
+        "flow is not trapped and reaches zero loss (Boursier & Flammarion 2024, §2; science_A "
+        "paper 2 (c))", quantity, final, "< 1e-5", final < 1e-5, basis="paper",
+        details={"large_patterns": patterns, "frac_large_a_pos": float(np.mean(nz["a"][large] > 0)),
+                 "status": str(traj.status), "steps": int(traj.num_accepted_steps),
+                 "rejected": int(traj.num_rejected_steps), **details})
+
+
+def alignment_sharpens(scales, cos5, *, floor=0.999):
+    """E2.3's criterion: 1 − cos (5th percentile) does not grow as λ falls (`scales` in
+    decreasing order) and the 5th percentile is ≥ `floor` at the smallest λ."""
+    one_minus = 1 - np.asarray(cos5, float)
+    if np.any(np.diff(np.asarray(scales, float)) >= 0):
+        raise ValueError(f"scales must decrease, got {list(scales)}")
+    return bool(np.all(np.diff(one_minus) <= 1e-12) and cos5[-1] >= floor)
+
+
+def e23_e24_verdicts(rows, width, predicted):
+    """E2.3's and E2.4's rows from the per-λ readings (dicts with lam, reached, live_pos, cos5,
+    dead_neg, t_probe, t_esc; λ decreasing) and the predicted slope 1/‖D_all‖ (pure)."""
+    scales = [r["lam"] for r in rows]
+    cos5 = [r["cos5"] for r in rows]
+    dead = [r["dead_neg"] for r in rows]
+    reached = all(r["reached"] and r["live_pos"] > 0 for r in rows)
+    claim = ("neurons either die or align with an extremal vector (here D̂_all, the only one) "
+             "before the loss moves, more precisely as λ → 0 (Boursier & Flammarion 2024, early "
+             "alignment; science_A paper 2 (b))")
+    why = "a probe was not reached, or no live a > 0 neuron at a probe"
+    small = [dv for dv, r in zip(dead, rows) if r["lam"] <= 1e-3]
+    verdicts = [
+        check("E2.3", claim, f"5th percentile of cos(ŵ, D̂_all) over live a > 0 neurons, m={width}, "
+              f"λ = {list(scales)}", cos5[-1], "1 − cos non-increasing as λ ↓, ≥ 0.999 at the "
+              "smallest λ", alignment_sharpens(scales, cos5), basis="paper",
+              premise=reached and len(rows) >= 2, premise_reason=why + ", or fewer than 2 λ",
+              headline=True, details={"cos5": cos5, "t_probe": [r["t_probe"] for r in rows]}),
+        check("E2.3", claim, "dead fraction of a < 0 neurons at the probe, λ ≤ 1e-3",
+              min(small) if small else None, "≥ 0.95", bool(small and min(small) >= 0.95),
+              basis="pilot", premise=reached and bool(small), premise_reason=why + ", or no λ ≤ 1e-3",
+              details={"dead_neg": dead}),
+    ]
+    logs = np.log(1 / np.asarray(scales))
+    t_esc = np.asarray([r["t_esc"] for r in rows])
+    enough = len(scales) >= 3
+    slope, ci = fitted_slope(logs, t_esc) if enough else (np.nan, [np.nan, np.nan])
+    verdicts.append(check(
+        "E2.4", "aligned norms grow like e^{‖D*‖t}, so t_esc ≈ ln(1/λ)/‖D*‖ (science_A paper 2 "
+        "(b))", f"slope of t_esc (L ≤ L(0)/2) against ln(1/λ), m={width}, relative to 1/‖D_all‖ = "
+        f"{predicted:.6g}", slope / predicted, "95% CI inside 1 ± 0.05",
+        interval_within(np.asarray(ci) / predicted, 1.0, 0.05), basis="derivation",
+        uncertainty=f"95% CI [{ci[0] / predicted:.5g}, {ci[1] / predicted:.5g}]",
+        premise=reached and enough, premise_reason="an escape was not reached, or fewer than 3 λ",
+        details={"t_esc": t_esc, "slope": slope}))
+    return verdicts
+
+
+def kink_clusters(params, *, live_fraction=1e-2, gap=0.05, lo=-1.0, hi=1.0):
+    """Kinks x = −b_j/w_j of the large neurons inside [lo, hi], grouped into clusters separated
+    by more than `gap`. Returns (cluster centres, kinks)."""
+    W = np.asarray(params["W"])
+    a = np.asarray(params["v"])
+    size = np.abs(a) * np.linalg.norm(W, axis=1)
+    large = (size >= live_fraction * size.max()) & (W[:, 0] != 0)
+    kinks = np.sort(-W[large, 1] / W[large, 0])
+    kinks = kinks[(kinks > lo) & (kinks < hi)]
+    if kinks.size == 0:
+        return np.array([]), kinks
+    groups = np.split(kinks, np.where(np.diff(kinks) > gap)[0] + 1)
+    return np.array([g.mean() for g in groups]), kinks
+
+
+def few_kinks(counts, limit):
+    """E2.5's criterion on kink-cluster counts over increasing widths: every count < `limit`
+    (the teacher's interior knots) and the counts do not grow with m (max − min ≤ 1)."""
+    counts = list(counts)
+    return bool(counts and max(counts) < limit and max(counts) - min(counts) <= 1)
+
+
+def e25_verdict(runs, scale, t1, grad_tol, extremal=None):
+    """E2.5's row from the per-width runs (dicts with m, centres, late_decrease, grad_norm,
+    final_loss, wall_s, steps): `few_kinks` on the counts, applicable only if every flow has
+    stopped (pure)."""
+    widths = [r["m"] for r in runs]
+    counts = [len(r["centres"]) for r in runs]
+    interior = int(np.sum(np.abs(TEACHER_KNOTS_X) < 1))
+    stalled = [r["late_decrease"] <= CONVERGED and r["grad_norm"] <= grad_tol for r in runs]
+    moving = [f"m={r['m']}: decrease {r['late_decrease']:.1e}, ‖∇L‖ {r['grad_norm']:.1e}"
+              for r, ok in zip(runs, stalled) if not ok]
+    verdict = check(
+        "E2.5", "early alignment leaves few distinct directions, a sparse representation: the "
+        "trained net has few kinks, fewer than the teacher's, not more for wider nets "
+        "(Boursier & Flammarion 2024; science_A paper 2 (b) and E2.5, qualitative)",
+        f"kink clusters in [−1, 1] of the converged net, m = {widths}, λ = {scale:g}, T = {t1:g}", str(counts), f"every count < {interior} teacher knots and "
+        "max − min ≤ 1 over m", few_kinks(counts, interior), basis="pilot", headline=True,
+        premise=all(stalled) and len(widths) >= 2,
+        premise_reason="fewer than 2 widths" if all(stalled) else "not converged: " + "; ".join(moving),
+        details={"counts": counts, "extremal_vectors_from_zero": extremal,
+                 **{k: [r.get(k) for r in runs] for k in ("final_loss", "late_decrease", "grad_norm",
+                                                         "wall_s", "steps")},
+                 "centres": [r["centres"] for r in runs]})
+    return verdict

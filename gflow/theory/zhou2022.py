@@ -14,12 +14,19 @@ right e. This is the reconstruction of science_B §D [R], consistent with the pa
 - p = 1: T_1 is linear, all directions go to ±ĝ with g = −Σ_i e_i x̃_i (proved in the paper);
 - p = 2: T_2(u) = uᵀCu, C = −Σ_i e_i x̃_i x̃_iᵀ: a_j > 0 → ± top eigenvector, a_j < 0 → ± bottom;
 - p = 3: a_j > 0 → local maxima of T_3 on S^d, a_j < 0 → their negatives (T_3 is odd).
+
+The second part holds the criteria of the `gflow condensation` rows; the third the flows they
+are read from: the data of Figs. 2, 3 and 5, the initial stage of science_B §D
+(`initial_stage`, `residual_stage`: gradient flow of R_S to T_stop, the first time
+R_S ≤ 0.99·R_S(0), `flow_stages`), the Adam cross-check (`adam_stage`) and the cosine of every
+neuron to its predicted orientation (`alignment`, `centroid_match`).
 """
 
 import numpy as np
 
 from ..condensation import _unit
 from ..models import with_bias
+from ..studies.verdicts import check
 
 #: Multiplicity p of the activations of `gflow.models.ACTIVATIONS` (ReLU has none).
 MULTIPLICITY = {"tanh": 1, "sigmoid": 1, "softplus": 1, "xtanh": 2, "x2tanh": 3}
@@ -135,3 +142,336 @@ def predicted_directions(activation, X, residual, a_sign=None):
         pairs = {1: list(m), -1: list(-m)}
     keep = (1, -1) if a_sign is None else (int(np.sign(a_sign)),)
     return np.array([v for s in keep for v in pairs[s]]).reshape(-1, np.shape(X)[-1] + 1)
+
+
+# ----------------------------------------------------------------------------- verdict criteria
+# The rows of `gflow condensation` as pure functions of per-seed counts (K: orientations, K_line:
+# lines, from `gflow.condensation.condensation`), so that tests can feed them wrong inputs. A
+# count bound holds vacuously when nothing condensed (K = 0): such a row is not applicable.
+CITE = "Zhou et al. 2022"
+
+
+def _ints(values):
+    return [int(v) for v in np.asarray(values).ravel()]
+
+
+def _uncondensed(K):
+    zero = [k for k, v in enumerate(_ints(K)) if v < 1]
+    return f"nothing condensed (K = 0) in {len(zero)} of {len(_ints(K))} runs (indices {zero}): the bound holds vacuously"
+
+
+def count_bound_verdict(experiment, label, K, bound, *, bound_name, claim, basis, headline=False):
+    """K ≤ bound in every run (`bound` a number or one per run), tested only when every run
+    condensed (K ≥ 1); not applicable otherwise."""
+    K = _ints(K)
+    bounds = np.broadcast_to(np.asarray(bound), (len(K),))
+    return check(experiment, claim, f"{label}: K per run", str(K), f"K ≤ {bound_name} in every run",
+                 bool(np.all(np.asarray(K) <= bounds)), basis=basis, premise=len(K) > 0 and min(K) >= 1,
+                 premise_reason=_uncondensed(K), headline=headline)
+
+
+def two_p_verdict(experiment, label, K, p, headline=False):
+    """[paper] "the maximum number of condensed orientations in the initial stage is 2p"
+    (a conjecture, proved for p = 1 and for d = 1): K ≤ 2p in every run that condensed."""
+    return count_bound_verdict(experiment, label, K, 2 * p, bound_name=f"2p = {2 * p}", basis="paper",
+                               claim=f"\"the maximum number of condensed orientations in the initial stage is twice "
+                               f"the multiplicity of the activation\" ({CITE}, §1)", headline=headline)
+
+
+def kkt_verdict(experiment, label, K, kkt):
+    """[derivation] K ≤ the KKT count, 2 × the strict local maxima of T_3 on S^d (`maxima_p3`),
+    in every run that condensed."""
+    return count_bound_verdict(experiment, label, K, kkt, bound_name=f"KKT count {_ints(kkt)}", basis="derivation",
+                               claim="p = 3 neurons condense on the local maxima of T_3(u) = −Σ e_i (u·x̃_i)³ "
+                               "or their negatives (leading-order theory, science_B §D [R])")
+
+
+def line_count_verdict(experiment, label, lines, p, share=0.8):
+    """[pilot] K_line = p in at least `share` of the runs (science_B D1: ≥ 8/10 seeds). A run
+    where nothing condensed has K_line = 0 ≠ p and counts against the claim."""
+    lines = _ints(lines)
+    got = float(np.mean(np.asarray(lines) == p)) if lines else np.nan
+    return check(experiment, f"p = {p}: the condensed orientations lie on p lines ({CITE}, Figs. 2, 5; science_B D1)",
+                 f"{label}: share of runs with K_line = {p} (K_line per run {lines})", got, f"≥ {share:.0%}",
+                 bool(lines) and got >= share, basis="pilot", premise=bool(lines), premise_reason="no runs")
+
+
+def centroid_verdict(experiment, label, matches, threshold=0.98):
+    """[derivation] the counted clusters sit on the leading-order directions
+    (`predicted_directions`): min over runs of the worst cluster's cos to its nearest prediction
+    ≥ threshold. Not applicable when a run has no counted cluster (NaN)."""
+    m = np.asarray(matches, float)
+    premise = m.size > 0 and bool(np.all(np.isfinite(m)))
+    measured = float(np.min(m)) if premise else None
+    return check(experiment, "condensed orientations are the leading-order directions: ±ĝ (p = 1), eigenvectors of C "
+                 "(p = 2), maxima of T_3 (p = 3) (science_B §D [R])", f"{label}: min cos(centroid, predicted)",
+                 measured, f"≥ {threshold}", premise and measured >= threshold, basis="derivation", premise=premise,
+                 premise_reason=f"no counted cluster in {int(np.sum(~np.isfinite(m)))} of {m.size} runs")
+
+
+def persistence_verdict(experiment, label, K):
+    """[pilot] after T_stop the count does not fall as the loss falls (science_B D3): K at each
+    later stop ≥ K(T_stop). Not applicable when nothing had condensed at T_stop."""
+    K = _ints(K)
+    return check(experiment, "condensation persists: after the initial stage K(t) does not decrease as the loss "
+                 "falls (science_B D3, qualitative)", f"{label}: K at T_stop, then at the later stops", str(K),
+                 "K(t) ≥ K(T_stop) at every later stop", len(K) > 0 and min(K) >= K[0], basis="pilot",
+                 premise=len(K) > 0 and K[0] >= 1, premise_reason="nothing condensed at T_stop (K = 0)")
+
+
+def one_line_verdict(experiment, label, lines, quality, min_quality=0.9):
+    """[paper] p = 1 (proved, any d): every input weight tends to ±ĝ, one line: K_line = 1 and
+    quality q ≥ `min_quality` in every run (K_line = 0, nothing condensed, fails)."""
+    lines = _ints(lines)
+    q = float(np.min(quality)) if len(lines) else np.nan
+    return check(experiment, f"p = 1: all input weights condense on one line ±ĝ ({CITE}, Thm. for p = 1)",
+                 f"{label}: K_line per run {lines}, min quality q", q, f"K_line = 1 and q ≥ {min_quality} in every run",
+                 bool(lines) and set(lines) == {1} and q >= min_quality, basis="paper", premise=bool(lines),
+                 premise_reason="no runs")
+
+
+def exact_count_verdict(experiment, label, K, allowed, claim):
+    """[pilot] K in the set `allowed` in every run (science_B D2; K = 0 fails)."""
+    K = _ints(K)
+    return check(experiment, claim, f"{label}: K per run", str(K), f"K ∈ {sorted(allowed)} in every run",
+                 bool(K) and set(K) <= set(allowed), basis="pilot", premise=bool(K), premise_reason="no runs")
+
+
+# ----------------------------------------------------------------------------- the flows of §D: data, the initial stage (gradient flow and the Adam cross-check), alignment
+P1 = ("tanh", "sigmoid", "softplus")
+
+
+def fig5_data():
+    """d = 1: 40 points on [−1, 1.5], f*(x) = sin 3x + ½ sin 6x (Zhou et al., Figs. 5–6)."""
+    x = np.linspace(-1.0, 1.5, 40)
+    return x[:, None], np.sin(3 * x) + np.sin(6 * x) / 2
+
+
+def fig2_data(seed, n=80, d=5):
+    """d = 5: x_k ~ U[−4, 2], f*(x) = Σ_k 3.5·sin(5x_k + 1), n = 80 (Zhou et al., Fig. 2)."""
+    X = np.random.default_rng(seed).uniform(-4.0, 2.0, (n, d))
+    return X, (3.5 * np.sin(5 * X + 1)).sum(axis=1)
+
+
+def init_scale(activation):
+    """σ0 = 1e−4 for p ≤ 1 (and ReLU), 1e−3 for p = 2, 3 (science_B §D [P])."""
+    return 1e-3 if activation in ("xtanh", "x2tanh") else 1e-4
+
+
+ACTIVATIONS = ("tanh", "sigmoid", "softplus", "xtanh", "x2tanh", "relu")
+
+
+def _sigma(index, z):
+    # The activation is chosen by a traced index, so that one compiled solve serves all six.
+    import jax
+
+    from .. import models
+
+    return jax.lax.switch(index, [models.ACTIVATIONS[a] for a in ACTIVATIONS], z)
+
+
+def two_layer_risk(params, args):
+    """R_S = (1/2n) Σ_i (f(x_i) − y_i)², f = Σ_j a_j σ(w_j·x̃) (Zhou et al., eq. 2)."""
+    from .. import models
+
+    f = _sigma(args["activation"], models.with_bias(args["X"]) @ params["W"].T) @ params["a"]
+    return 0.5 * ((f - args["y"]) ** 2).mean()
+
+
+def two_layer_stop(params, args):
+    """R_S ≤ risk_stop, or max_j ‖w_j‖ ≥ w_max (∞ unless the fallback is in use)."""
+    import jax.numpy as jnp
+
+    big = jnp.linalg.norm(params["W"], axis=1).max() >= args["w_max"]
+    return (two_layer_risk(params, args) <= args["risk_stop"]) | big
+
+
+def flow_stages(risk, stop, params0, args, w_cap, rtol, t1, later):
+    """The stopping rule of science_B §D [P] for any net: flow from params0 to T_stop, the first
+    time R_S ≤ 0.99·R_S(0); only if the flow never gets there before t1 (or fails), to the
+    fallback where a row norm reaches w_cap. Then, for each fraction in `later` (decreasing,
+    < 0.99), on to where R_S = fraction·R_S(0). `stop(params, args)` must fire on R_S ≤
+    args["risk_stop"] or a row norm ≥ args["w_max"]. Every solve reuses one compiled solve:
+    the rules differ only in args.
+
+    Returns (params at T_stop and at each later stop, their times, R_S/R_S(0) there, the rule
+    that set T_stop, the status and step count of the solve to T_stop)."""
+    import jax.numpy as jnp
+
+    from .. import simulate
+
+    risk0 = risk(params0, args)
+    args = dict(args, risk_stop=0.99 * risk0, w_max=jnp.asarray(np.inf))
+    traj = simulate(risk, params0, t1, rtol=rtol, event=stop, args=args, save_params=False)
+    rule = "loss"
+    if str(traj.status) != "event":
+        rule = "norm cap"
+        cap = dict(args, w_max=jnp.asarray(w_cap))
+        traj = simulate(risk, params0, t1, rtol=rtol, event=stop, args=cap, save_params=False)
+    status, steps = str(traj.status), int(traj.num_steps)
+    params, ts = [traj.final_params], [float(traj.t_final)]
+    for fraction in later:
+        args["risk_stop"] = fraction * risk0
+        traj = simulate(risk, params[-1], t1, t0=ts[-1], rtol=rtol, event=stop, args=args, save_params=False)
+        if str(traj.status) != "event":
+            break
+        params.append(traj.final_params)
+        ts.append(float(traj.t_final))
+    risks = [float(risk(q, args) / risk0) for q in params]
+    return params, ts, risks, rule, status, steps
+
+
+def initial_stage(X, y, activation, width, seed, rtol=1e-6, t1=1e9, later=(), sigma0=None, a_scale=1.0,
+                  equal_norms=False):
+    """Gradient flow of R_S for the two-layer net with bias from N(0, σ0²) parameters up to T_stop
+    (`flow_stages`; fallback max_j ‖w_j‖ = 30σ0√(d+1)). σ0 defaults to `init_scale(activation)`;
+    `a_scale` multiplies the initial output weights (a ~ N(0, (a_scale·σ0)²)). With
+    `equal_norms`, every neuron starts at ‖w_j‖ = σ0 (the Gaussian draw's direction) with
+    a_j = ±a_scale·σ0 (its sign): the same directions without the lottery of initial norms.
+
+    Returns a dict with the weights W and a at T_stop, the residual e = f − y there, T_stop,
+    the rule that set it ("loss" or "norm cap"), the status, the step count, and, for each
+    fraction in `later`, the time ("later_ts"), weights ("later_W") and R_S/R_S(0)
+    ("later_risk") where the continued flow first reaches R_S = fraction·R_S(0) (T_stop first).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from .. import models
+
+    sigma0 = init_scale(activation) if sigma0 is None else sigma0
+    params0 = models.init_two_layer_bias(jax.random.PRNGKey(seed), X.shape[1], width, sigma0)
+    params0["a"] = a_scale * params0["a"]
+    if equal_norms:
+        params0 = {"W": sigma0 * params0["W"] / jnp.linalg.norm(params0["W"], axis=1, keepdims=True),
+                   "a": a_scale * sigma0 * jnp.sign(params0["a"])}
+    args = {"X": jnp.asarray(X), "y": jnp.asarray(y), "activation": jnp.asarray(ACTIVATIONS.index(activation))}
+    w_cap = 30 * sigma0 * np.sqrt(X.shape[1] + 1)
+    params, ts, risks, rule, status, steps = flow_stages(two_layer_risk, two_layer_stop, params0, args, w_cap, rtol, t1, later)
+    return {
+        "W": np.asarray(params[0]["W"]),
+        "a": np.asarray(params[0]["a"]),
+        "residual": np.asarray(models.two_layer_bias(params[0], X, activation)) - y,
+        "t_stop": ts[0],
+        "stop_rule": rule,
+        "status": status,
+        "num_steps": steps,
+        "later_ts": ts,
+        "later_risk": risks,
+        "later_W": [np.asarray(q["W"]) for q in params],
+    }
+
+
+def adam_stage(X, y, activation, width, seed, lr=5e-4, epochs=(200, 1000), sigma0=5e-3):
+    """A cross-check, NOT gradient flow: full-batch optax Adam, the paper's optimiser, on R_S
+    from N(0, σ0²) parameters with the paper's Figs. 5–6 settings (σ0 = 0.005, learning rate
+    5e−4, one step per epoch). Returns one dict per stop, shaped like `initial_stage`'s: first
+    the §D loss rule (the first epoch with R_S ≤ 0.99·R_S(0), at most max(epochs)), then each
+    epoch count in `epochs` (increasing); W, a, "t_stop" = the epoch, "stop_rule", R_S/R_S(0)
+    ("risk") and "residual" = the residual e = f − y at INITIALISATION, the e of the
+    initial-stage theory (Adam leaves the initial stage long before epoch 200: for tanh the
+    linear part is fitted by then and −Σ e_i x̃_i of the current residual is ≈ 0)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from .. import models
+
+    params = models.init_two_layer_bias(jax.random.PRNGKey(seed), X.shape[1], width, sigma0)
+    args = {"X": jnp.asarray(X), "y": jnp.asarray(y), "activation": jnp.asarray(ACTIVATIONS.index(activation))}
+    optimiser = optax.adam(lr)
+    risk0 = two_layer_risk(params, args)
+    residual0 = np.asarray(models.two_layer_bias(params, X, activation)) - y
+
+    def step(carry):
+        params, state, epoch = carry
+        updates, state = optimiser.update(jax.grad(two_layer_risk)(params, args), state)
+        return optax.apply_updates(params, updates), state, epoch + 1
+
+    @jax.jit
+    def until(carry, last, risk_stop):
+        return jax.lax.while_loop(lambda c: (c[2] < last) & (two_layer_risk(c[0], args) > risk_stop), step, carry)
+
+    carry, out = (params, optimiser.init(params), jnp.asarray(0)), []
+    for rule, last, risk_stop in [("loss", max(epochs), 0.99 * risk0)] + [("epochs", e, -1.0) for e in epochs]:
+        carry = until(carry, last, risk_stop)
+        params, epoch = carry[0], int(carry[2])
+        out.append({"W": np.asarray(params["W"]), "a": np.asarray(params["a"]), "residual": residual0, "t_stop": epoch, "stop_rule": rule,
+                    "status": "adam", "num_steps": epoch, "risk": float(two_layer_risk(params, args) / risk0)})
+    return out
+
+
+def alignment(result, activation, X):
+    """cos(ŵ_j, nearest predicted orientation for the sign of a_j) for every neuron j, with no
+    norm cut: the direction statistics of all neurons, not only the active set (nan where the
+    theory predicts no orientation, e.g. p = 3 where T_3 has no maximum with T_3 > 0)."""
+    from ..condensation import _unit
+    U = _unit(result["W"])
+    cos = np.full(len(U), np.nan)
+    for sign in (1, -1):
+        pick = np.where(result["a"] >= 0, 1, -1) == sign
+        predicted = predicted_directions(activation, X, result["residual"], a_sign=sign)
+        if len(predicted):
+            cos[pick] = (U[pick] @ predicted.T).max(axis=1)
+    return cos
+
+
+def centroid_match(result, count, activation, X):
+    """min over counted clusters of max cos(centroid, predicted orientation for the cluster's
+    majority sign of a_j), predictions from the residual at T_stop."""
+    best = []
+    for k, centroid in enumerate(count.centroids):
+        sign = np.sign(np.sum(np.sign(result["a"][count.labels == k]))) or 1.0
+        predicted = predicted_directions(activation, X, result["residual"], a_sign=sign)
+        best.append(float(np.max(predicted @ centroid, initial=-1.0)))
+    return min(best) if best else float("nan")
+
+
+RESIDUAL_ACTIVATIONS = ("x2tanh", "xtanh", "sigmoid", "tanh", "softplus")
+
+
+def fig3_data(seed, n=80, d=3):
+    """d = 3, f*(x) = Σ_k 4·sin(12x_k + 1), n = 80 (Zhou et al., Fig. 3). The input law is not
+    given in science_B; x_k ~ U[−4, 2] as for Fig. 2 is our assumption."""
+    X = np.random.default_rng(seed).uniform(-4.0, 2.0, (n, d))
+    return X, (4.0 * np.sin(12 * X + 1)).sum(axis=1)
+
+
+def residual_risk(params, args):
+    """R_S of the residual net of Zhou et al., Fig. 3 (`gflow.models.residual`)."""
+    from .. import models
+
+    return 0.5 * ((models.residual(params, args["X"], RESIDUAL_ACTIVATIONS) - args["y"]) ** 2).mean()
+
+
+def residual_stop(params, args):
+    """R_S ≤ risk_stop, or the largest row norm of any layer ≥ w_max (the fallback)."""
+    import jax.numpy as jnp
+
+    norms = [jnp.linalg.norm(W, axis=1).max() for W in [params["W"], *params["layers"]]]
+    return (residual_risk(params, args) <= args["risk_stop"]) | (jnp.max(jnp.stack(norms)) >= args["w_max"])
+
+
+def residual_stage(seed, width=18, sigma0=0.01, rtol=1e-6, t1=1e9, later=()):
+    """Gradient flow of the Fig. 3 residual net (5 residual layers, width 18, all parameters
+    N(0, σ0²)) up to T_stop (`flow_stages`; fallback: a row norm of 30σ0√(width+1)) and on to
+    the fractions `later` of R_S(0). Returns the residual layers' weights at each stop
+    ("layers": one list per stop), the times, R_S/R_S(0) there, the rule, status and steps."""
+    import jax
+    import jax.numpy as jnp
+
+    from .. import models
+
+    X, y = fig3_data(seed)
+    params0 = models.init_residual(jax.random.PRNGKey(seed), X.shape[1], width, len(RESIDUAL_ACTIVATIONS), sigma0)
+    args = {"X": jnp.asarray(X), "y": jnp.asarray(y)}
+    w_cap = 30 * sigma0 * np.sqrt(width + 1)
+    params, ts, risks, rule, status, steps = flow_stages(residual_risk, residual_stop, params0, args, w_cap, rtol, t1, later)
+    return {
+        "layers": [[np.asarray(W) for W in q["layers"]] for q in params],
+        "ts": ts,
+        "risk": risks,
+        "stop_rule": rule,
+        "status": status,
+        "num_steps": steps,
+    }
