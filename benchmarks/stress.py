@@ -4,7 +4,8 @@ Every case is a two-layer net `gflow.losses.objective(gflow.models.two_layer, lo
 reduction)` (ReLU, or leaky ReLU with gflow's slope 0.01) on data that is not well separated
 (`gflow.data.hyperplane`) or μ-separated (`gflow.data.separated`), balanced init at scale ε
 (`gflow.models.init_two_layer(PRNGKey(seed), d, width, ε)`). For each case `gflow.simulate` runs
-with the switching solve (the default) and with `switching=False`, both capped at the case's
+with the switching solve (`switching=L.switching`, forced: since 420a612 the default picks the
+plain solve at rtol ≥ 1e-5) and with `switching=False`, both capped at the case's
 `max_steps`; each solve is compiled first by a call with t1/1000 (t1 and rtol are traced), and
 the second call is timed. Recorded: status, t reached, accepted / rejected steps, ∇L evaluations
 (`num_grad_evals`), wall time, sliding statistics, and the final weights' relative error
@@ -197,7 +198,7 @@ def solve(case, switching, t1=None):
     L, params0, _, _ = problem(case)
     return gflow.simulate(
         L, params0, case.t1 if t1 is None else t1, rtol=case.rtol, max_steps=case.max_steps,
-        switching=None if switching else False,
+        switching=L.switching if switching else False,
     )
 
 
