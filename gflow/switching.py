@@ -118,7 +118,8 @@ class Switching(eqx.Module):
       geometry costs O(max_sliding · D) per step while anything slides). When it is full,
       further sliding surfaces are crossed instead (counted in stats["sliding_overflow"]), the
       flow chatters on them and the progress guard may end the solve as "stalled". 54 surfaces
-      slid at once on issue 17's two problems (n = 40 and 300).
+      slid at once on issue 17's two problems (n = 40 and 300), 153 on the stress corpus's
+      width-200 case.
     - `max_crossings`: how many crossings one step may step over (a static buffer size; costs
       one jump ∂F/∂p_k each per step with crossings). A step with more is split before the
       next one.
@@ -134,7 +135,7 @@ class Switching(eqx.Module):
 
     surfaces: Callable = eqx.field(static=True)
     objective: Callable = eqx.field(static=True)
-    max_sliding: int = eqx.field(static=True, default=64)
+    max_sliding: int = eqx.field(static=True, default=256)
     max_crossings: int = eqx.field(static=True, default=32)
     jump: Callable | None = eqx.field(static=True, default=None)
     surface: Callable | None = eqx.field(static=True, default=None)
@@ -213,32 +214,29 @@ def for_objective(apply_fn, loss, X, y, reduce) -> Switching | None:
 class _Geometry(eqx.Module):
     """Normals N (M, D) of the sliding surfaces (zero rows for empty slots) and (NNᵀ)⁺.
 
-    The sliding slots are kept compact (occupied ones first): while at most `_FEW_SLIDING`
-    slide, N's other rows are zero and (NNᵀ)⁺ is block diagonal, so Π and the coordinates use
-    the leading block only (4 · _FEW_SLIDING · D flops per vector instead of 4 M D)."""
+    The sliding slots are kept compact (occupied ones first): while at most m of the tier sizes
+    `_tiers(M)` slide, N's other rows are zero and (NNᵀ)⁺ is block diagonal, so Π and the
+    coordinates use the leading m-row block only (4 m D flops per vector instead of 4 M D)."""
 
     normals: jax.Array
     gram_pinv: jax.Array
     sliding: jax.Array  # whether any surface slides (else N = 0 and Π is the identity)
-    few: jax.Array  # whether every sliding surface is in the first _FEW_SLIDING slots
-
-    def _tier(self):
-        return jnp.where(self.sliding, jnp.where(self.few, 1, 2), 0)
+    tier: jax.Array  # index into _tiers(M) of the smallest block holding every sliding surface
 
     def project(self, u):
-        F = min(_FEW_SLIDING, self.normals.shape[0])
-        full = lambda N, P: u - N.T @ (P @ (N @ u))
-        return jax.lax.switch(self._tier(), [
-            lambda: u,
-            lambda: full(self.normals[:F], self.gram_pinv[:F, :F]),
-            lambda: full(self.normals, self.gram_pinv),
-        ])
+        block = lambda m: lambda: u - self.normals[:m].T @ (self.gram_pinv[:m, :m] @ (self.normals[:m] @ u))
+        branches = [lambda: u] + [block(m) for m in _tiers(self.normals.shape[0])]
+        return jax.lax.switch(jnp.where(self.sliding, self.tier + 1, 0), branches)
 
     def coordinates(self, u):
         M = self.normals.shape[0]
-        F = min(_FEW_SLIDING, M)
-        leading = lambda: jnp.zeros(M, u.dtype).at[:F].set(self.gram_pinv[:F, :F] @ (self.normals[:F] @ u))
-        return jax.lax.cond(self.few, leading, lambda: self.gram_pinv @ (self.normals @ u))
+        block = lambda m: lambda: jnp.zeros(M, u.dtype).at[:m].set(self.gram_pinv[:m, :m] @ (self.normals[:m] @ u))
+        return jax.lax.switch(self.tier, [block(m) for m in _tiers(M)])
+
+
+def _tiers(M):
+    """The block sizes of the sliding geometry for a buffer of M slots (`_Geometry`)."""
+    return tuple(m for m in _FEW_SLIDING if m < M) + (M,)
 
 
 class _Kinks(eqx.Module):
@@ -366,7 +364,7 @@ def _earliest(values, count, few):
     return value, jnp.where(jnp.isfinite(value), index, K)
 
 
-_FEW_SLIDING = 16  # sliding sets this small use the leading block of the geometry (`_Geometry`)
+_FEW_SLIDING = (16, 64)  # smaller sliding sets use a leading block of the geometry (`_tiers`)
 _BOX_SWEEPS = 16  # coordinate-descent sweeps after the active-set method (`_box_least_squares`)
 
 
@@ -450,7 +448,6 @@ def integrate(
     y0, unravel = ravel_pytree(params0)
     if atol is None:
         atol = scale_aware_atol(params0, rtol)
-    M = switching.max_sliding
     time_tol = 64 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(t0), jnp.abs(t1))
 
     def call(fn, y, *extra):
@@ -461,6 +458,7 @@ def integrate(
 
     s_shape = jax.eval_shape(lambda y: call(switching.surfaces, y), y0).shape
     K = int(np.prod(s_shape))
+    M = min(switching.max_sliding, K)
     B = min(switching.max_crossings, K)
 
     def frozen_field(y, p):
@@ -492,25 +490,23 @@ def integrate(
 
         return jax.vmap(row)(ks)
 
-    F = min(_FEW_SLIDING, M)
-
     def geometry(y, sliding, last):
-        few = ~jnp.any(sliding[F:] >= 0)
+        count = jnp.sum(sliding >= 0)
+        tier = jnp.searchsorted(jnp.asarray(_tiers(M)), count, side="left")
 
         def sliding_geometry():
             valid = sliding >= 0
             normals = surface_normals(y, jnp.where(valid, sliding, 0)) * valid[:, None]
-            leading = lambda: jnp.zeros((M, M), dtype).at[:F, :F].set(
-                jnp.linalg.pinv(normals[:F] @ normals[:F].T, hermitian=True))
-            full = lambda: jnp.linalg.pinv(normals @ normals.T, hermitian=True)
-            return normals, jax.lax.cond(few, leading, full)
+            block = lambda m: lambda: jnp.zeros((M, M), dtype).at[:m, :m].set(
+                jnp.linalg.pinv(normals[:m] @ normals[:m].T, hermitian=True))
+            return normals, jax.lax.switch(tier, [block(m) for m in _tiers(M)])
 
         # M vjps and a pseudo-inverse cost ~10 gradients: skipped while nothing slides, when
         # `last` (a geometry of the same shape, unused then: Π is the identity) is passed on
         # rather than an M × D block of zeros written each step
         any_sliding = jnp.any(sliding >= 0)
         normals, gram_pinv = jax.lax.cond(any_sliding, sliding_geometry, lambda: (last.normals, last.gram_pinv))
-        return _Geometry(normals, gram_pinv, any_sliding, few)
+        return _Geometry(normals, gram_pinv, any_sliding, tier)
 
     def relaxed(pattern, sliding, value):
         # the pattern as floats with every sliding surface's p set to `value`
@@ -542,17 +538,30 @@ def integrate(
         a surface is normal to it), and the Filippov field is its minimal-norm value over
         q ∈ [0, 1]^cand. A surface with 0 < q_k < 1 slides (∇s_k·F = 0 by the optimality
         conditions); one at q_k = 0 or 1 leaves to that side (its normal velocity points there)."""
-        valid = cand >= 0
-        ks = jnp.where(valid, cand, 0)
         p0 = relaxed(base, cand, 0.0)
         f0, field_in_p = jax.linearize(lambda q: frozen_field(y, q), p0)
-        if switching.jump is None:
-            jumps = jax.vmap(field_in_p)(jax.nn.one_hot(ks, K, dtype=dtype))
-        else:
-            one = lambda k: ravel_pytree(call(switching.jump, y, p0.reshape(s_shape), k))[0]
-            jumps = jax.vmap(one)(ks)
-        jumps = jumps * valid[:, None]
-        q = _box_least_squares(jumps @ jumps.T, jumps @ f0, valid)
+
+        def weights(m):
+            # the problem on the leading m slots (the candidates lie there: slots are compact
+            # but for the one an exit just emptied)
+            def solve():
+                valid = cand[:m] >= 0
+                ks = jnp.where(valid, cand[:m], 0)
+                if switching.jump is None:
+                    jumps = jax.vmap(field_in_p)(jax.nn.one_hot(ks, K, dtype=dtype))
+                else:
+                    one = lambda k: ravel_pytree(call(switching.jump, y, p0.reshape(s_shape), k))[0]
+                    jumps = jax.vmap(one)(ks)
+                jumps = jumps * valid[:, None]
+                q = _box_least_squares(jumps @ jumps.T, jumps @ f0, valid)
+                return jnp.zeros(M, dtype).at[:m].set(q)
+
+            return solve
+
+        last = jnp.max(jnp.where(cand >= 0, jnp.arange(M), -1)) + 1
+        tier = jnp.searchsorted(jnp.asarray(_tiers(M)), last, side="left")
+        q = jax.lax.switch(tier, [weights(m) for m in _tiers(M)])
+        valid = cand >= 0
         free = valid & (q > 0) & (q < 1)
         sides = base.at[jnp.where(valid & ~free, cand, K)].set(q >= 0.5, mode="drop")
         return sides, jnp.where(free, cand, -1)
@@ -581,7 +590,7 @@ def integrate(
 
     pattern0 = surfaces(y0) > 0
     sliding0 = -jnp.ones(M, dtype=jnp.int32)
-    geo0 = _Geometry(jnp.zeros((M, y0.shape[0]), dtype), jnp.zeros((M, M), dtype), jnp.asarray(False), jnp.asarray(True))
+    geo0 = _Geometry(jnp.zeros((M, y0.shape[0]), dtype), jnp.zeros((M, M), dtype), jnp.asarray(False), jnp.asarray(0))
     piece0 = (relaxed(pattern0, sliding0, 0.5), geo0)
     t_next0, cstate0 = controller.init(term, t0, t1, y0, None, piece0, solver.func, error_order)
     zero = jnp.asarray(0, jnp.int32)
