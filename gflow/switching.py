@@ -132,12 +132,14 @@ class Switching(eqx.Module):
       evaluates all of s(θ) (K of them) and picks entry k.
     """
 
-    surfaces: Callable = eqx.field(static=True)
-    objective: Callable = eqx.field(static=True)
+    # the functions are fields, not static: an `eqx.Module` method (`gflow.kinks`, the
+    # objectives of `gflow.losses`) carries its data as leaves, so equal ones compile once
+    surfaces: Callable
+    objective: Callable
     max_sliding: int = eqx.field(static=True, default=64)
     max_crossings: int = eqx.field(static=True, default=32)
-    jump: Callable | None = eqx.field(static=True, default=None)
-    surface: Callable | None = eqx.field(static=True, default=None)
+    jump: Callable | None = None
+    surface: Callable | None = None
 
 
 def activation_slopes(activation) -> tuple[float, float]:
