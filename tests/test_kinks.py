@@ -101,3 +101,25 @@ def test_deep_net_surfaces_are_every_layers_preactivations():
 def test_find_is_cached_per_objective_and_shapes():
     f = CASES["relu"][0]
     assert kinks.find(f, X0) is kinks.find(f, X0 + 1.0)
+
+
+def _small_net():
+    k1, k2, k3, kx = jax.random.split(jax.random.PRNGKey(3), 4)
+    X = jax.random.normal(kx, (6, 3))
+    y = jnp.sign(X[:, 0] + 0.3)
+    params = {"W1": 0.5 * jax.random.normal(k1, (4, 3)), "W2": 0.5 * jax.random.normal(k2, (4, 4)),
+              "v": 0.5 * jax.random.normal(k3, (4,))}
+    return X, y, params
+
+
+def test_simulate_finds_the_kinks_itself():
+    """switching=None: a user's kinked objective runs the switching solve (stats["switching"]),
+    a smooth one (tanh) and rtol ≥ SWITCHING_MAX_RTOL the plain one, False the plain one."""
+    X, y, params = _small_net()
+    deep = lambda p: jnp.mean(jnp.square(_three_layer(p, X) - y))
+    smooth = lambda p: jnp.mean(jnp.square(jnp.tanh(X @ p["W1"].T) @ p["v"] - y))
+    ran = lambda L, **kw: int(gflow.simulate(L, params, 0.5, **kw).stats["switching"])
+    assert ran(deep, rtol=1e-8) == 1
+    assert ran(deep, rtol=1e-8, switching=False) == 0
+    assert ran(deep, rtol=1e-4) == 0
+    assert ran(smooth, rtol=1e-8) == 0
