@@ -40,6 +40,7 @@ output's accuracy, and the state is re-projected onto sliding surfaces at each s
 Newton step.
 """
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -75,7 +76,7 @@ class _Value:
 
     def __init__(self, val, dep=False, bad=False, indicator=None, positive=False):
         self.val, self.dep, self.bad, self.indicator = val, dep, bad, indicator
-        self.positive = positive  # > 0 by construction (exp and sums/products of it)
+        self.positive = positive  # > 0 by construction (exp, positive literals, sums/products)
 
 
 class _Run:
@@ -137,8 +138,8 @@ def _run(run: _Run, jaxpr, consts, inputs, live_out=None):
     live, used = _live(jaxpr, [True] * len(jaxpr.outvars) if live_out is None else live_out)
 
     def read(v):
-        if isinstance(v, core.Literal):
-            return _Value(v.val)
+        if isinstance(v, core.Literal):  # the only constants whose sign is known at every trace
+            return _Value(v.val, positive=bool(np.all(np.asarray(v.val) > 0)))
         return env[v]
 
     for v, c in zip(jaxpr.constvars, consts):
@@ -192,7 +193,7 @@ def _eqn(run, eqn, ins, live_out):
         p = run.kink(s)
         out = b + p * (a - b) if name == "max" else a + p * (b - a)
         return [_Value(out, dep=True, bad=bad)]
-    if name in _POSITIVE and all(x.positive or _positive_constant(x) for x in ins):
+    if name in _POSITIVE and all(x.positive for x in ins):
         return [_Value(_bind(eqn, vals)[0], dep=True, bad=bad, positive=True)]
     if name in ("abs", "sign") and ins[0].positive:  # |Σ exp| (logsumexp): never at zero
         return [_Value(_bind(eqn, vals)[0], dep=True, bad=bad, positive=True)]
@@ -212,10 +213,6 @@ def _eqn(run, eqn, ins, live_out):
     if name in _NOT_UNDERSTOOD or name in _CONTROL and _has_kinks(eqn):
         bad = True
     return [_Value(v, dep=True, bad=bad) for v in outs]
-
-
-def _positive_constant(x):
-    return not x.dep and not isinstance(x.val, jax.core.Tracer) and bool(np.all(np.asarray(x.val) > 0))
 
 
 def _consume(run, eqn, ins, bad):
@@ -280,21 +277,24 @@ def _branches_on_sign(eqn):
 class Program(eqx.Module):
     """A traced objective, re-run with its kinks exposed (`surfaces`) or frozen (`frozen`).
 
-    The program (a jaxpr) is static, hashed by identity: `find` returns the same one for the
-    same objective and input shapes, so equal calls compile once. Its constants (the data an
-    objective closes over) are leaves."""
+    The program (a jaxpr) is static, hashed by identity: `find` traces an objective once per
+    input shapes, so equal calls compile once. The arrays of an objective that is a pytree (an
+    `eqx.Module` such as `gflow.losses.Objective`) are inputs of the program, held in `data`:
+    an equal objective with other data of the same shapes reuses the trace and the compilation.
+    Constants the objective closes over are `consts`. Both are leaves."""
 
     jaxpr: Any = eqx.field(static=True)
     consts: list
+    data: Any
     in_tree: Any = eqx.field(static=True)
     kinky: frozenset = eqx.field(static=True)
 
     def _walk(self, pattern, params, args):
-        leaves, tree = jax.tree.flatten((params,) if args is None else (params, args))
+        leaves, tree = jax.tree.flatten((self.data, params) + (() if args is None else (args,)))
         if tree != self.in_tree:
             raise ValueError(f"the program was traced for inputs {self.in_tree}, got {tree}")
-        n = len(jax.tree.leaves(params))
-        inputs = [_Value(x, dep=i < n) for i, x in enumerate(leaves)]
+        first, n = len(jax.tree.leaves(self.data)), len(jax.tree.leaves(params))
+        inputs = [_Value(x, dep=first <= i < first + n) for i, x in enumerate(leaves)]
         run = _Run(self.kinky, None if pattern is None else jnp.ravel(pattern))
         out = _run(run, self.jaxpr, self.consts, inputs)[0]
         return run, out
@@ -310,7 +310,12 @@ class Program(eqx.Module):
         return self._walk(pattern, params, args)[1].val
 
 
-_FOUND: dict = {}
+_TRACED: dict = {}  # (the objective's static part, input shapes) → (Program, has kinks)
+
+
+def _avals(tree):
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves)
 
 
 def find(objective: Callable, params0, args=None, **options) -> Switching | None:
@@ -318,40 +323,35 @@ def find(objective: Callable, params0, args=None, **options) -> Switching | None
     None where it has no θ-dependent kink or holds one that cannot be frozen (with a warning).
 
     `objective(params)` (or `objective(params, args)`) must return a scalar; `options` go to
-    `Switching` (`max_sliding`, `max_crossings`). The result for one objective and one set of
-    input shapes is cached, so that a second `simulate` reuses the first one's compilation."""
+    `Switching` (`max_sliding`, `max_crossings`). The trace of one objective (for a pytree
+    objective: of its static part) at one set of input shapes is cached, so that a second
+    `simulate` reuses the first one's compilation."""
+    data, static = eqx.partition(objective, eqx.is_array)
     call = (params0,) if args is None else (params0, args)
-    leaves, in_tree = jax.tree.flatten(call)
-    key = None
     try:
-        key = (objective, in_tree, tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves),
-               tuple(sorted(options.items())))
+        key = (static, _avals(data), _avals(call))
         hash(key)
-    except TypeError:
+    except TypeError:  # an unhashable objective is traced every time
         key = None
-    if key is not None and key in _FOUND:
-        return _FOUND[key]
-    closed = jax.make_jaxpr(objective)(*call)
-    kinky = frozenset(
-        id(e) for e in _eqns(closed.jaxpr) if e.primitive.name == "custom_jvp_call" and _branches_on_sign(e)
-    )
-    program = Program(closed.jaxpr, list(closed.consts), in_tree, kinky)
-    run, out = program._walk(None, params0, args)
-    if out.bad:
-        warnings.warn(
-            "gflow.kinks.find: the objective holds a branch that cannot be frozen (a max/sort/"
-            "rounding of the parameters reaching the loss, or a kink inside cond/while/scan); "
-            "solving without switching surfaces", stacklevel=2)
-        result = None
-    elif not run.surfaces:
-        result = None
+    if key is not None and key in _TRACED:
+        program, kinked = _TRACED[key]
+        program = dataclasses.replace(program, data=data)
     else:
-        result = Switching(
-            surfaces=program.surfaces,
-            objective=program.frozen,
-            **options,
+        closed = jax.make_jaxpr(lambda data, *call: eqx.combine(data, static)(*call))(data, *call)
+        kinky = frozenset(
+            id(e) for e in _eqns(closed.jaxpr) if e.primitive.name == "custom_jvp_call" and _branches_on_sign(e)
         )
-    if key is not None:
-        _FOUND[key] = result
-    return result
-
+        in_tree = jax.tree.structure((data,) + call)
+        program = Program(closed.jaxpr, list(closed.consts), data, in_tree, kinky)
+        run, out = program._walk(None, params0, args)
+        if out.bad:
+            warnings.warn(
+                "gflow.kinks.find: the objective holds a branch that cannot be frozen (a max/sort/"
+                "rounding of the parameters reaching the loss, or a kink inside cond/while/scan); "
+                "solving without switching surfaces", stacklevel=2)
+        kinked = bool(run.surfaces) and not out.bad
+        if key is not None:
+            _TRACED[key] = (program, kinked)
+    if not kinked:
+        return None
+    return Switching(surfaces=program.surfaces, objective=program.frozen, **options)

@@ -167,49 +167,63 @@ def _two_layer_activation(apply_fn):
 def for_objective(apply_fn, loss, X, y, reduce) -> Switching | None:
     """The `Switching` of L(θ) = reduce_i ℓ(f(θ, x_i), y_i) when f is `models.two_layer` with a
     piecewise-linear activation: surfaces s = X Wᵀ (shape (n, h)) and the frozen-pattern net
-    f_p = (X Wᵀ ⊙ σ'(p)) v with σ'(p) = σ'₋ + p (σ'₊ − σ'₋). None for any other model.
+    f_p = (X Wᵀ ⊙ σ'(p)) v with σ'(p) = σ'₋ + p (σ'₊ − σ'₋), with closed-form jumps
+    (`TwoLayerKinks`). None for any other model."""
+    activation = _two_layer_activation(apply_fn)
+    if activation is None:
+        return None
+    up, down = activation_slopes(activation)
+    kinks = TwoLayerKinks(X, y, loss, reduce, up, down)
+    return Switching(surfaces=kinks.surfaces, objective=kinks.objective, jump=kinks.jump, surface=kinks.surface)
 
-    The jump across s_ij = x_iᵀw_j in closed form: with a = σ'(p), Δa = σ'₊ − σ'₋, g_i = ∂R/∂f_i
-    and h_i = ∂²R/∂f_i² for R(f) = reduce_i ℓ(f_i, y_i) (ℓ elementwise), and c = Δa s_ij v_j
+
+class TwoLayerKinks(eqx.Module):
+    """The switching structure of a two-layer net with a piecewise-linear activation in closed
+    form (`for_objective`). The data are leaves and the rest static, so equal objectives built
+    twice hash equal and compile once.
+
+    The jump across s_ij = x_iᵀw_j: with a = σ'(p), Δa = σ'₊ − σ'₋, g_i = ∂R/∂f_i and
+    h_i = ∂²R/∂f_i² for R(f) = reduce_i ℓ(f_i, y_i) (ℓ elementwise), and c = Δa s_ij v_j
     = ∂f_i/∂p_ij,
 
         ∂F_{w_j'}/∂p_ij = −(δ_jj' g_i Δa v_j + h_i c a_ij' v_j') x_i,
         ∂F_{v_j'}/∂p_ij = −(δ_jj' g_i Δa s_ij + h_i c a_ij' s_ij'),
 
     O(h d) per crossing instead of a dense pass over the data."""
-    activation = _two_layer_activation(apply_fn)
-    if activation is None:
-        return None
-    up, down = activation_slopes(activation)
 
-    def surfaces(params):
-        return X @ params["W"].T
+    X: jax.Array
+    y: jax.Array
+    loss: Callable = eqx.field(static=True)
+    reduce: Callable = eqx.field(static=True)
+    up: float = eqx.field(static=True)
+    down: float = eqx.field(static=True)
 
-    def net(params, pattern):
-        slope = down + pattern * (up - down)
-        return (surfaces(params) * slope) @ params["v"], slope
+    def surfaces(self, params):
+        return self.X @ params["W"].T
 
-    def risk(f):
-        return reduce(loss(f, y))
+    def _net(self, params, pattern):
+        slope = self.down + pattern * (self.up - self.down)
+        return (self.surfaces(params) * slope) @ params["v"], slope
 
-    def objective(params, pattern):
-        return risk(net(params, pattern)[0])
+    def _risk(self, f):
+        return self.reduce(self.loss(f, self.y))
 
-    def jump(params, pattern, k):
-        W, v = params["W"], params["v"]
+    def objective(self, params, pattern):
+        return self._risk(self._net(params, pattern)[0])
+
+    def jump(self, params, pattern, k):
+        W, v, X = params["W"], params["v"], self.X
         i, j = jnp.divmod(k, W.shape[0])
-        f, slope = net(params, pattern)
-        g, h = jax.jvp(jax.grad(risk), (f,), (jnp.ones_like(f),))  # h: the diagonal for elementwise ℓ
+        f, slope = self._net(params, pattern)
+        g, h = jax.jvp(jax.grad(self._risk), (f,), (jnp.ones_like(f),))  # h: the diagonal for elementwise ℓ
         s_i = X[i] @ W.T
-        c = (up - down) * s_i[j] * v[j]
-        own = jnp.zeros_like(v).at[j].set(g[i] * (up - down))
+        c = (self.up - self.down) * s_i[j] * v[j]
+        own = jnp.zeros_like(v).at[j].set(g[i] * (self.up - self.down))
         return {"W": -jnp.outer(own * v + h[i] * c * slope[i] * v, X[i]), "v": -(own * s_i + h[i] * c * slope[i] * s_i)}
 
-    def surface(params, k):
+    def surface(self, params, k):
         i, j = jnp.divmod(k, params["W"].shape[0])
-        return X[i] @ params["W"][j]
-
-    return Switching(surfaces=surfaces, objective=objective, jump=jump, surface=surface)
+        return self.X[i] @ params["W"][j]
 
 
 class _Geometry(eqx.Module):

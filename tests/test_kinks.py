@@ -98,9 +98,9 @@ def test_deep_net_surfaces_are_every_layers_preactivations():
     np.testing.assert_allclose(swm.objective(arrays, pm, X), Lm(arrays, X), rtol=1e-14)
 
 
-def test_find_is_cached_per_objective_and_shapes():
+def test_find_traces_once_per_objective_and_shapes():
     f = CASES["relu"][0]
-    assert kinks.find(f, X0) is kinks.find(f, X0 + 1.0)
+    assert kinks.find(f, X0).surfaces.__self__.jaxpr is kinks.find(f, X0 + 1.0).surfaces.__self__.jaxpr
 
 
 def _small_net():
@@ -112,6 +112,7 @@ def _small_net():
     return X, y, params
 
 
+@pytest.mark.slow
 def test_simulate_finds_the_kinks_itself():
     """switching=None: a user's kinked objective runs the switching solve (stats["switching"]),
     a smooth one (tanh) and rtol ≥ SWITCHING_MAX_RTOL the plain one, False the plain one."""
@@ -123,3 +124,23 @@ def test_simulate_finds_the_kinks_itself():
     assert ran(deep, rtol=1e-8, switching=False) == 0
     assert ran(deep, rtol=1e-4) == 0
     assert ran(smooth, rtol=1e-8) == 0
+
+
+@pytest.mark.slow
+def test_equal_objectives_compile_once(caplog):
+    """gflow.objective returns a value-hashable eqx.Module: rebuilding an equal objective (the
+    closed-form two-layer one, and a hinge-loss one whose kinks `find` reads) with new data of
+    the same shapes compiles nothing new."""
+    import logging
+
+    X, y = gflow.data.hyperplane(8, 3, seed=0)
+    params0 = gflow.models.init_two_layer(jax.random.PRNGKey(0), 3, 4, 0.5)
+    for loss in ("exponential", "hinge"):
+        first = gflow.objective(gflow.models.two_layer, loss, X, y)
+        gflow.simulate(first, params0, 0.2, rtol=1e-8)
+        again = gflow.objective(gflow.models.two_layer, loss, X * 1.5, y)
+        with jax.log_compiles(), caplog.at_level(logging.WARNING):
+            caplog.clear()
+            traj = gflow.simulate(again, params0, 0.2, rtol=1e-8)
+        assert int(traj.stats["switching"]) == 1
+        assert not [r for r in caplog.records if "Compiling" in r.getMessage()], loss
