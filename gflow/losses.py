@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import switching
+from .switching import Switching
 
 
 def exponential(f, y):
@@ -34,6 +35,8 @@ def hinge(f, y, margin=1.0):
     return jnp.maximum(0.0, margin - y * f)
 
 
+_REDUCTIONS = {"mean": jnp.mean, "sum": jnp.sum}
+
 LOSSES = {"exponential": exponential, "logistic": logistic, "square": square, "hinge": hinge}
 
 
@@ -53,25 +56,19 @@ class Objective(eqx.Module):
     An `eqx.Module`: the data X, y are leaves, `apply_fn`, `loss` and `reduction` static, so an
     equal objective built twice (same functions, data of the same shapes) reuses the first
     one's compilation in `gflow.simulate`. `switching` is the closed-form `Switching` of a
-    two-layer net with a piecewise-linear activation (`gflow.switching.for_objective`), else
-    None (`simulate` then reads the kinks from the program, `gflow.kinks.find`)."""
+    two-layer net with a piecewise-linear activation (`gflow.switching.for_objective`, built
+    once by `objective`), else None (`simulate` then reads the kinks from the program,
+    `gflow.kinks.find`)."""
 
     apply_fn: Callable = eqx.field(static=True)
     loss: Callable = eqx.field(static=True)
     X: jax.Array
     y: jax.Array
     reduction: str = eqx.field(static=True, default="mean")
-
-    def _reduce(self, values):
-        return jnp.mean(values) if self.reduction == "mean" else jnp.sum(values)
+    switching: Switching | None = None
 
     def __call__(self, params):
-        return self._reduce(self.loss(self.apply_fn(params, self.X), self.y))
-
-    @property
-    def switching(self):
-        reduce = jnp.mean if self.reduction == "mean" else jnp.sum
-        return switching.for_objective(self.apply_fn, self.loss, self.X, self.y, reduce)
+        return _REDUCTIONS[self.reduction](self.loss(self.apply_fn(params, self.X), self.y))
 
 
 def objective(apply_fn, loss, X, y, reduction="mean") -> Objective:
@@ -93,4 +90,5 @@ def objective(apply_fn, loss, X, y, reduction="mean") -> Objective:
         raise ValueError("X or y contains NaN or inf: clean the data before building the objective")
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    return Objective(apply_fn, get_loss(loss), X, y, reduction)
+    ell, reduce = get_loss(loss), _REDUCTIONS[reduction]
+    return Objective(apply_fn, ell, X, y, reduction, switching.for_objective(apply_fn, ell, X, y, reduce))
