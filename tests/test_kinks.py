@@ -144,3 +144,55 @@ def test_equal_objectives_compile_once(caplog):
             traj = gflow.simulate(again, params0, 0.2, rtol=1e-8)
         assert int(traj.stats["switching"]) == 1
         assert not [r for r in caplog.records if "Compiling" in r.getMessage()], loss
+
+
+def _benchmarks():
+    import sys
+    from pathlib import Path
+
+    bench = str(Path(__file__).resolve().parent.parent / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        import filippov_deep_reference
+        import kinks_any
+    finally:
+        sys.path.remove(bench)
+    return kinks_any, filippov_deep_reference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["deep", "mlp", "hinge", "leaky"])
+def test_four_models_against_the_event_driven_reference(kind):
+    """Four models gflow does not know (a user's 3-layer ReLU net, an equinox MLP, the hinge
+    loss, leaky relu), kinks found by `find`, at rtol 1e-8: ≥ 20× fewer steps than the plain
+    solve and within 1e-6 (relative, weights) of the independent event-driven Filippov reference
+    (numpy + scipy DOP853 at rtol 1e-12, agreeing with itself at 1e-10; benchmarks/kinks_any.py
+    gives the horizons, each with a sliding interval)."""
+    kinks_any, reference = _benchmarks()
+    seed, t1 = kinks_any.HORIZONS[kind]
+    L, params0, net, order = kinks_any.problem(kind, seed)
+    ref, info = reference.integrate(net, order(params0), t1)
+    sw = gflow.simulate(L, params0, t1, rtol=1e-8)
+    plain = gflow.simulate(L, params0, t1, rtol=1e-8, switching=False, max_steps=400_000)
+    error = np.max(np.abs(order(sw.final_params) - ref)) / np.max(np.abs(ref))
+    assert int(sw.stats["switching"]) == 1 and str(sw.status) == "success"
+    assert error < 1e-6, error
+    assert int(plain.num_steps) >= 20 * int(sw.num_steps), (int(plain.num_steps), int(sw.num_steps))
+
+
+@pytest.mark.slow
+def test_automatic_two_layer_surfaces_match_the_closed_form():
+    """benchmarks/kinks.py's quick problem (n = 40, d = 10, width 20, t ≤ 5, rtol 1e-8): the
+    surfaces `find` reads from the two-layer program give the closed form's solve (same
+    surfaces in the same order; jumps by jvp instead of in closed form)."""
+    X, y = gflow.data.hyperplane(40, 10)
+    L = gflow.objective(gflow.models.two_layer, "exponential", X, y)
+    params0 = gflow.models.init_two_layer(jax.random.PRNGKey(0), 10, 20, 1e-2)
+    found = kinks.find(L, params0)
+    np.testing.assert_array_equal(found.surfaces(params0), L.switching.surfaces(params0).ravel())
+    closed = gflow.simulate(L, params0, 5.0, rtol=1e-8)
+    auto = gflow.simulate(L, params0, 5.0, rtol=1e-8, switching=found)
+    assert int(auto.num_steps) == int(closed.num_steps)
+    assert int(auto.stats["num_crossings"]) == int(closed.stats["num_crossings"])
+    flat = lambda p: np.concatenate([np.ravel(p["W"]), np.ravel(p["v"])])
+    np.testing.assert_allclose(flat(auto.final_params), flat(closed.final_params), atol=1e-10)
