@@ -60,6 +60,11 @@ _NOT_UNDERSTOOD = frozenset({
     "floor", "ceil", "round", "reduce_precision", "top_k",
 })
 _POSITIVE = frozenset({"add", "mul", "reduce_sum", "broadcast_in_dim", "reshape", "squeeze"})
+_LINEAR = frozenset({
+    "add", "sub", "neg", "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims",
+    "convert_element_type", "reduce_sum", "slice", "dynamic_slice", "concatenate", "copy", "copy_p",
+    "select_n", "gather", "pad", "rev",
+})
 _CONTROL = frozenset({"cond", "while", "scan"})
 
 
@@ -72,10 +77,11 @@ class _Value:
     depends on θ (`dep`), whether a branch it cannot freeze reaches it (`bad`), and for a
     θ-dependent sign comparison its frozen indicator (`indicator()`, allocated on first use)."""
 
-    __slots__ = ("val", "dep", "bad", "indicator", "positive")
+    __slots__ = ("val", "dep", "bad", "indicator", "positive", "affine")
 
-    def __init__(self, val, dep=False, bad=False, indicator=None, positive=False):
+    def __init__(self, val, dep=False, bad=False, indicator=None, positive=False, affine=True):
         self.val, self.dep, self.bad, self.indicator = val, dep, bad, indicator
+        self.affine = affine  # affine in θ for a fixed pattern (first-layer pre-activations)
         self.positive = positive  # > 0 by construction (exp, positive literals, sums/products)
 
 
@@ -88,9 +94,11 @@ class _Run:
         self.pattern = pattern
         self.surfaces = []
         self.used = 0
+        self.linear = True  # whether every switching function so far is affine in θ
 
-    def kink(self, s):
+    def kink(self, s, affine):
         """A new kink with switching functions s: its pattern (frozen) or [s > 0] (collecting)."""
+        self.linear = self.linear and affine
         if self.pattern is None:
             self.surfaces.append(jnp.ravel(s))
             return (s > 0).astype(s.dtype)
@@ -161,6 +169,7 @@ def _eqn(run, eqn, ins, live_out):
     name = eqn.primitive.name
     dep = any(x.dep for x in ins)
     bad = any(x.bad for x in ins)
+    affine = all(x.affine for x in ins)
     vals = [x.val for x in ins]
     if name == "stop_gradient":
         return [_Value(v) for v in _bind(eqn, vals)]
@@ -179,7 +188,7 @@ def _eqn(run, eqn, ins, live_out):
 
         def indicator():
             if not cell:
-                cell.append(run.kink(s))
+                cell.append(run.kink(s, affine))
             return cell[0]
 
         return [_Value(_bind(eqn, vals)[0], dep=True, bad=bad, indicator=indicator)]
@@ -190,29 +199,32 @@ def _eqn(run, eqn, ins, live_out):
     if name in ("max", "min"):
         a, b = vals
         s = jnp.broadcast_to(a - b, jnp.broadcast_shapes(jnp.shape(a), jnp.shape(b)))
-        p = run.kink(s)
+        p = run.kink(s, affine)
         out = b + p * (a - b) if name == "max" else a + p * (b - a)
-        return [_Value(out, dep=True, bad=bad)]
+        return [_Value(out, dep=True, bad=bad, affine=affine)]
     if name in _POSITIVE and all(x.positive for x in ins):
         return [_Value(_bind(eqn, vals)[0], dep=True, bad=bad, positive=True)]
     if name in ("abs", "sign") and ins[0].positive:  # |Σ exp| (logsumexp): never at zero
         return [_Value(_bind(eqn, vals)[0], dep=True, bad=bad, positive=True)]
     if name == "abs":
-        return [_Value((2 * run.kink(vals[0]) - 1) * vals[0], dep=True, bad=bad)]
+        return [_Value((2 * run.kink(vals[0], affine) - 1) * vals[0], dep=True, bad=bad, affine=affine)]
     if name == "sign":
-        return [_Value(2 * run.kink(vals[0]) - 1, dep=True, bad=bad)]
+        return [_Value(2 * run.kink(vals[0], affine) - 1, dep=True, bad=bad)]
     if name == "clamp":
         lo, x, hi = vals
         shape = jnp.broadcast_shapes(jnp.shape(lo), jnp.shape(x), jnp.shape(hi))
         x = jnp.broadcast_to(x, shape)
         low = jnp.broadcast_to(lo, shape)
-        x = low + run.kink(x - low) * (x - low)
+        x = low + run.kink(x - low, affine) * (x - low)
         high = jnp.broadcast_to(hi, shape)
-        return [_Value(x + run.kink(x - high) * (high - x), dep=True, bad=bad)]
+        return [_Value(x + run.kink(x - high, affine) * (high - x), dep=True, bad=bad, affine=affine)]
     outs = _bind(eqn, vals)
     if name in _NOT_UNDERSTOOD or name in _CONTROL and _has_kinks(eqn):
         bad = True
-    return [_Value(v, dep=True, bad=bad) for v in outs]
+    # affine maps of affine values stay affine; a product only with data
+    if name not in _LINEAR and not (name in ("mul", "dot_general") and sum(x.dep for x in ins) == 1):
+        affine = False
+    return [_Value(v, dep=True, bad=bad, affine=affine) for v in outs]
 
 
 def _consume(run, eqn, ins, bad):
@@ -334,7 +346,7 @@ def find(objective: Callable, params0, args=None, **options) -> Switching | None
     except TypeError:  # an unhashable objective is traced every time
         key = None
     if key is not None and key in _TRACED:
-        program, kinked = _TRACED[key]
+        program, kinked, linear = _TRACED[key]
         program = dataclasses.replace(program, data=data)
     else:
         closed = jax.make_jaxpr(lambda data, *call: eqx.combine(data, static)(*call))(data, *call)
@@ -349,9 +361,9 @@ def find(objective: Callable, params0, args=None, **options) -> Switching | None
                 "gflow.kinks.find: the objective holds a branch that cannot be frozen (a max/sort/"
                 "rounding of the parameters reaching the loss, or a kink inside cond/while/scan); "
                 "solving without switching surfaces", stacklevel=2)
-        kinked = bool(run.surfaces) and not out.bad
+        kinked, linear = bool(run.surfaces) and not out.bad, run.linear
         if key is not None:
-            _TRACED[key] = (program, kinked)
+            _TRACED[key] = (program, kinked, linear)
     if not kinked:
         return None
-    return Switching(surfaces=program.surfaces, objective=program.frozen, **options)
+    return Switching(surfaces=program.surfaces, objective=program.frozen, linear=linear, **options)
