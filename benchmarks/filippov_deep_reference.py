@@ -9,7 +9,7 @@ onto the surface's tangent space, F − n (n·F)/(n·n) (the jump of ∇L across
 continuous L is normal to it), until its Filippov weight α = −n·F₀ / n·(F₁ − F₀) leaves [0, 1]
 (an exit event). Normals n = ∇s_k by complex-step differentiation of the numpy net. One surface
 slides at a time: a second onset raises `RuntimeError` with its time, so a caller can choose a
-horizon before it. Shares no code with gflow (docs/kinks.md, tests/test_kinks.py,
+horizon before it (as do more than `max_events` events, a guard against a loop of decisions). Shares no code with gflow (docs/kinks.md, tests/test_kinks.py,
 benchmarks/kinks_any.py).
 """
 
@@ -92,7 +92,7 @@ def normal(net, theta, pattern, k):
     return g
 
 
-def integrate(net, theta0, T, rtol=1e-12):
+def integrate(net, theta0, T, rtol=1e-12, max_events=1000):
     theta = np.array(theta0, float)
     atol = rtol * 1e-2 * np.sqrt(np.mean(theta ** 2))
     pattern = np.ones(10**6)
@@ -101,6 +101,8 @@ def integrate(net, theta0, T, rtol=1e-12):
     t, crossings, slides, exits, nfev = 0.0, 0, 0, 0, 0
     sliding = None
     while t < T:
+        if crossings + slides + exits > max_events:
+            raise RuntimeError(f"more than {max_events} events by t = {t}")
         sign = np.where(pattern > 0, 1.0, -1.0)
         masks = net.split(pattern)[0]
         offset = 2 * np.maximum(0.0, -sign * net.surfaces(theta, masks))
