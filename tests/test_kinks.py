@@ -161,14 +161,15 @@ def _benchmarks():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["deep", "leaky"])
+@pytest.mark.parametrize("kind", ["deep", "leaky", "mlp"])
 def test_models_against_the_event_driven_reference(kind):
     """Models gflow does not know (a user's 3-layer ReLU net sliding on a second-layer surface
-    and leaving it, a leaky-ReLU net), kinks found by `find`, at rtol 1e-8: ≥ 20× fewer steps
-    than the plain solve and within 1e-6 (relative, weights) of the independent event-driven
-    Filippov reference (numpy + scipy DOP853 at rtol 1e-12, agreeing with itself at 1e-10;
-    benchmarks/kinks_any.py gives the horizons). The equinox MLP and the hinge loss are not
-    here: their references did not finish (docs/kinks.md, Limits)."""
+    and leaving it, a leaky-ReLU net, an equinox MLP with biases), kinks found by `find`, at
+    rtol 1e-8: ≥ 20× fewer steps than the plain solve and within 1e-6 (relative, weights) of the
+    independent event-driven Filippov reference (numpy + scipy DOP853 at rtol 1e-12, agreeing
+    with itself at 1e-10; benchmarks/kinks_any.py gives the horizons; the MLP's reference takes
+    minutes: its normals are complex-step derivatives over 129 parameters). The hinge loss is
+    not here: its reference did not reach a sliding margin (docs/kinks.md, Limits)."""
     kinks_any, reference = _benchmarks()
     seed, t1 = kinks_any.HORIZONS[kind]
     L, params0, net, order = kinks_any.problem(kind, seed)
