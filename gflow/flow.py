@@ -286,12 +286,14 @@ def simulate(
     - `save_params`: store θ at `saveat` (set False to keep memory O(observables)).
     - `args`: optional pytree passed to objective, observables and event; `jax.vmap` over it
       runs one dataset per lane.
-    - `switching`: how to treat kinks of ∇L (see `gflow.switching`). None (default) uses the
-      objective's own `switching` attribute if it has one: `gflow.objective` built from
-      `gflow.models.two_layer` with a piecewise-linear activation carries one, so ReLU flows
-      are integrated piece by piece (crossings located, sliding by Filippov's rule) and stay
-      cheap at tight tolerances. False forces the plain solve; a `gflow.switching.Switching`
-      gives the surfaces of any other objective. Crossing and sliding counts go to `stats`.
+    - `switching`: how to treat kinks of ∇L (see `gflow.switching`). None (default) finds them
+      automatically: the objective's own `switching` attribute if it declares one (a closed
+      form: `gflow.objective` of `gflow.models.two_layer` with relu or leaky relu), else the
+      kinks read from its program by `gflow.kinks.find` (relu/leaky relu at every layer, hinge,
+      abs, max/min, `where` on a sign); an objective without kinks gets the plain solve.
+      Kinked flows are integrated piece by piece (crossings located, sliding by Filippov's
+      rule) and stay cheap at tight tolerances. False forces the plain solve; a
+      `gflow.switching.Switching` is used as given. Crossing and sliding counts go to `stats`.
       With None, the switching solve is used only for rtol < `SWITCHING_MAX_RTOL` (1e-5): at
       looser tolerances the plain solve is cheaper (measured; see `SWITCHING_MAX_RTOL`).
       `stats["switching"]` is 1 where the switching solve ran, 0 for the plain solve.
@@ -317,10 +319,9 @@ def simulate(
         if tol is not None and _concrete(tol) and not float(tol) > 0:
             raise ValueError(f"{name} must be positive, got {tol}")
     solver = get_solver(solver)
-    automatic = switching is None
+    if switching is None and _concrete(rtol) and float(rtol) >= SWITCHING_MAX_RTOL:
+        switching = False  # loose tolerance: the plain solve steps through the kinks cheaper
     switching = _resolve_switching(switching, objective, params0, args)
-    if automatic and switching is not None and _concrete(rtol) and float(rtol) >= SWITCHING_MAX_RTOL:
-        switching = None  # loose tolerance: the plain solve steps through the kinks cheaper
 
     dtype = jnp.result_type(*jax.tree.leaves(params0))
     min_rtol = MIN_RTOL_EPS * float(jnp.finfo(dtype).eps)
@@ -358,6 +359,10 @@ def _resolve_switching(switching, objective, params0, args):
 
     if switching is None:
         switching = getattr(objective, "switching", None)
+    if switching is None:  # no closed form declared: the kinks of the objective's program
+        from .kinks import find
+
+        switching = find(objective, params0, args)
     if switching is None or switching is False:
         return None
     if not isinstance(switching, Switching):

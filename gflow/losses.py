@@ -4,11 +4,15 @@ Papers differ in the reduction: Min–Mallada–Vidal (2024) and Kumar–Haupt u
 (`reduction="sum"`), Boursier–Flammarion and Zhou et al. a mean (`reduction="mean"`).
 """
 
+from collections.abc import Callable
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import switching
+from .switching import Switching
 
 
 def exponential(f, y):
@@ -31,6 +35,8 @@ def hinge(f, y, margin=1.0):
     return jnp.maximum(0.0, margin - y * f)
 
 
+_REDUCTIONS = {"mean": jnp.mean, "sum": jnp.sum}
+
 LOSSES = {"exponential": exponential, "logistic": logistic, "square": square, "hinge": hinge}
 
 
@@ -44,8 +50,29 @@ def get_loss(loss):
         raise ValueError(f"unknown loss {loss!r}: use one of {sorted(LOSSES)} or a function") from None
 
 
-def objective(apply_fn, loss, X, y, reduction="mean"):
-    """L(θ) = reduce_i ℓ(apply_fn(θ, X)_i, y_i), with reduce "mean" or "sum".
+class Objective(eqx.Module):
+    """L(θ) = reduce_i ℓ(apply_fn(θ, X)_i, y_i), with reduce "mean" or "sum" (`objective`).
+
+    An `eqx.Module`: the data X, y are leaves, `apply_fn`, `loss` and `reduction` static, so an
+    equal objective built twice (same functions, data of the same shapes) reuses the first
+    one's compilation in `gflow.simulate`. `switching` is the closed-form `Switching` of a
+    two-layer net with a piecewise-linear activation (`gflow.switching.for_objective`, built
+    once by `objective`), else None (`simulate` then reads the kinks from the program,
+    `gflow.kinks.find`)."""
+
+    apply_fn: Callable = eqx.field(static=True)
+    loss: Callable = eqx.field(static=True)
+    X: jax.Array
+    y: jax.Array
+    reduction: str = eqx.field(static=True, default="mean")
+    switching: Switching | None = None
+
+    def __call__(self, params):
+        return _REDUCTIONS[self.reduction](self.loss(self.apply_fn(params, self.X), self.y))
+
+
+def objective(apply_fn, loss, X, y, reduction="mean") -> Objective:
+    """L(θ) = reduce_i ℓ(apply_fn(θ, X)_i, y_i), with reduce "mean" or "sum" (an `Objective`).
 
     Checks the data once, here, so that a NaN or a shape mismatch is an error and not a silent
     NaN trajectory.
@@ -63,12 +90,5 @@ def objective(apply_fn, loss, X, y, reduction="mean"):
         raise ValueError("X or y contains NaN or inf: clean the data before building the objective")
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    ell = get_loss(loss)
-    reduce = jnp.mean if reduction == "mean" else jnp.sum
-
-    def L(params):
-        return reduce(ell(apply_fn(params, X), y))
-
-    # a ReLU-type two-layer net tells `gflow.simulate` where its gradient jumps
-    L.switching = switching.for_objective(apply_fn, ell, X, y, reduce)
-    return L
+    ell, reduce = get_loss(loss), _REDUCTIONS[reduction]
+    return Objective(apply_fn, ell, X, y, reduction, switching.for_objective(apply_fn, ell, X, y, reduce))
