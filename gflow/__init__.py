@@ -7,7 +7,7 @@ import) and sets the matmul precision to "highest".
 from . import _config  # noqa: F401  (float64 and matmul precision, before any array is made)
 from . import baselines, data, events, losses, models, observables, status
 from . import batching, sweep
-from . import switching
+from . import kinks, switching
 from .flow import simulate, vector_field
 from .losses import objective
 from .trajectory import Trajectory

@@ -296,7 +296,9 @@ def simulate(
       `gflow.switching.Switching` is used as given. Crossing and sliding counts go to `stats`.
       With None, the switching solve is used only for rtol < `SWITCHING_MAX_RTOL` (1e-5): at
       looser tolerances the plain solve is cheaper (measured; see `SWITCHING_MAX_RTOL`).
-      `stats["switching"]` is 1 where the switching solve ran, 0 for the plain solve.
+      `stats["switching"]` is 1 where the switching solve ran, 0 for the plain solve. When the
+      switching solve chosen by None ends "stalled" (its progress guard), the plain solve is
+      run instead and `stats["switching_stalled"]` is 1 (outside jit/vmap only).
 
     **Returns:** a `gflow.Trajectory`. The solve itself never raises: a blow-up gives status
     "nonfinite", too few steps "max_steps", a switching solve that stops making progress
@@ -319,6 +321,7 @@ def simulate(
         if tol is not None and _concrete(tol) and not float(tol) > 0:
             raise ValueError(f"{name} must be positive, got {tol}")
     solver = get_solver(solver)
+    automatic = switching is None
     if switching is None and _concrete(rtol) and float(rtol) >= SWITCHING_MAX_RTOL:
         switching = False  # loose tolerance: the plain solve steps through the kinks cheaper
     switching = _resolve_switching(switching, objective, params0, args)
@@ -349,8 +352,15 @@ def simulate(
         traj = integrate(objective, switching, params0, args, t0, t1, ts, *tolerances, **options)
     else:
         traj = _solve(objective, params0, args, t0, t1, ts, *tolerances, **options)
+    stalled = jnp.zeros_like(traj.status_code)
+    if automatic and switching is not None and _concrete(traj.status_code) and traj.status == "stalled":
+        # the switching solve chosen by default stopped making progress (its guard): the plain
+        # solve is run instead, and stats["switching_stalled"] says so. Under jit/vmap the
+        # status cannot be read, and a "stalled" lane is returned as it is.
+        switching, stalled = None, stalled + 1
+        traj = _solve(objective, params0, args, t0, t1, ts, *tolerances, **options)
     ran = jnp.zeros_like(traj.status_code) + (switching is not None)
-    return eqx.tree_at(lambda t: t.stats, traj, {**traj.stats, "switching": ran})
+    return eqx.tree_at(lambda t: t.stats, traj, {**traj.stats, "switching": ran, "switching_stalled": stalled})
 
 
 def _resolve_switching(switching, objective, params0, args):

@@ -194,7 +194,7 @@ def test_stable_rank_row_against_svd_and_wrong_nets():
 
 
 def test_balance_row_on_conserved_and_perturbed_traces():
-    from gflow.studies.alignment import balance_drift
+    from gflow.theory.min2024 import balance_drift
 
     rng = np.random.default_rng(0)
     b0 = rng.standard_normal((2, 1, 5)) * 1e-12
