@@ -391,7 +391,7 @@ _FEW_SLIDING = (16, 64)  # smaller sliding sets use a leading block of the geome
 _BOX_SWEEPS = 16  # coordinate-descent sweeps after the active-set method (`_box_least_squares`)
 
 
-def _box_least_squares(H, b, valid, iterations=None):
+def _box_least_squares(H, b, valid):
     """argmin ½ qᵀHq + bᵀq over q ∈ [0, 1]^m, H = GGᵀ ⪰ 0, for the `valid` entries (the others
     are 0): the primal-dual active-set method (Hintermüller, Ito & Kunisch 2002). Each iteration
     predicts the bounds from one projected-gradient step, q − (Hq + b)/diag(H), fixes those
@@ -415,7 +415,7 @@ def _box_least_squares(H, b, valid, iterations=None):
 
     def cond(c):
         _, low, high, last_low, last_high, it = c
-        return (it < (iterations or 2 * m + 2)) & ((it == 0) | jnp.any(low != last_low) | jnp.any(high != last_high))
+        return (it < 2 * m + 2) & ((it == 0) | jnp.any(low != last_low) | jnp.any(high != last_high))
 
     def body(c):
         q, low, high, _, _, it = c
