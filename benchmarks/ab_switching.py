@@ -9,7 +9,9 @@ Cases: benchmarks/kinks.py's three problems at rtol 1e-6 (switching forced), iss
 reproducer (hyperplane(40, 10, seed 0), width 20, ε = 1e-3, exponential loss, sum reduction,
 rtol 1e-6, t ≤ 5), and three objectives whose kinks `gflow.kinks.find` reads from the program
 (benchmarks/kinks_any.py's deep, leaky and mlp models, rtol 1e-6). Prints a markdown table; the
-largest relative difference of the final parameters is max|θ_new − θ_old| / max|θ_old|.
+largest relative difference of the final parameters is max|θ_new − θ_old| / max|θ_old|; wall is
+the least of `--repeat` compiled calls (old and new alternating), compile the first call minus
+that.
 """
 
 import argparse
@@ -65,6 +67,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", type=Path, required=True, help="folder holding the previous revision as gflow_old/")
     parser.add_argument("--only", default="", help="comma-separated substrings of case names")
+    parser.add_argument("--repeat", type=int, default=1, help="compiled calls per side (alternating)")
     args = parser.parse_args()
     sys.path.insert(0, str(args.old))
     old = importlib.import_module("gflow_old")
@@ -72,26 +75,34 @@ def main():
 
     assert Path(old.__file__).resolve() != Path(new.__file__).resolve()
     print(f"old: {Path(old.__file__).parent}\nnew: {Path(new.__file__).parent}\n")
-    print("| case | old acc/rej | new acc/rej | crossings old/new | status | max rel Δθ | wall old/new (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| case | old acc/rej | new acc/rej | crossings old/new | status | max rel Δθ | wall old/new (s) "
+          "| compile old/new (s) |")
+    print("|---|---|---|---|---|---|---|---|")
     only = [s for s in args.only.split(",") if s]
     for (name, *a_old), (_, *a_new) in zip(cases(old), cases(new)):
         if only and not any(s in name for s in only):
             continue
         out = {}
         for tag, g, a in (("old", old, a_old), ("new", new, a_new)):
-            jax.block_until_ready(solve(g, *a))  # compile
             start = time.perf_counter()
-            traj = jax.block_until_ready(solve(g, *a))
-            out[tag] = traj, time.perf_counter() - start
-        (o, wo), (n, wn) = out["old"], out["new"]
+            jax.block_until_ready(solve(g, *a))  # compile and run
+            first = time.perf_counter() - start
+            out[tag] = [None, first, first]
+        for _ in range(args.repeat):  # alternating, so that both sides see the same load
+            for tag, g, a in (("old", old, a_old), ("new", new, a_new)):
+                start = time.perf_counter()
+                traj = jax.block_until_ready(solve(g, *a))
+                wall = time.perf_counter() - start
+                out[tag] = [traj, min(out[tag][1], wall), out[tag][2]]
+        out = {tag: (traj, wall, first - wall) for tag, (traj, wall, first) in out.items()}
+        (o, wo, co), (n, wn, cn) = out["old"], out["new"]
         ref = flat(o.final_params)
         diff = np.max(np.abs(flat(n.final_params) - ref)) / np.max(np.abs(ref))
         cross = lambda t: int(t.stats.get("num_crossings", -1))
         print(
             f"| {name} | {int(o.num_accepted_steps)}/{int(o.num_rejected_steps)} | "
             f"{int(n.num_accepted_steps)}/{int(n.num_rejected_steps)} | {cross(o)}/{cross(n)} | "
-            f"{o.status}/{n.status} | {diff:.1e} | {wo:.2f}/{wn:.2f} |",
+            f"{o.status}/{n.status} | {diff:.1e} | {wo:.2f}/{wn:.2f} | {co:.0f}/{cn:.0f} |",
             flush=True,
         )
 
