@@ -2,29 +2,15 @@
 `STATS`, and `status.decide` maps how a solve ended to one code on every path."""
 
 import diffrax
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import gflow
 from gflow import batching, status, trajectory
-from gflow.switching import Switching
+from test_switching import SLIDE, U0, W0, _slide_objective  # the 2-D flow that slides once
 
-C = 1.0
-
-
-def _slide_objective(params):
-    """2-D Filippov flow of tests/test_switching.py: reaches w = 0, slides, leaves."""
-    u, w = params["u"], params["w"]
-    return -u + 2 * jax.nn.relu(w) - (C - u) * w
-
-
-SLIDE = Switching(
-    surfaces=lambda params: params["w"][None],
-    objective=lambda params, p: -params["u"] + 2 * p[0] * params["w"] - (C - params["u"]) * params["w"],
-)
-SLIDE0 = {"u": jnp.asarray(0.0), "w": jnp.asarray(-0.2)}
+SLIDE0 = {"u": jnp.asarray(U0), "w": jnp.asarray(W0)}
 
 
 def _decay(p):
