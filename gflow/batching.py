@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
+
 from . import flow as _flow
 from . import options as _options
 from . import status as _status
@@ -150,7 +151,7 @@ def solve_batch(
         params0,
         args,
         jnp.asarray(num_points, jnp.int32),
-        *_flow._arrays(prepared),
+        *prepared.arrays(),
         prepared.settings,
         lanes=min(lanes, n),
         shared_args=shared_args or args is None,

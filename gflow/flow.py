@@ -217,11 +217,11 @@ def simulate(
         from .switching import integrate
 
         traj = integrate(
-            objective, prepared.switching, params0, args, *_arrays(prepared),
+            objective, prepared.switching, params0, args, *prepared.arrays(),
             **prepared.settings.keywords(),
         )
     else:
-        traj = _solve(objective, params0, args, *_arrays(prepared), prepared.settings)
+        traj = _solve(objective, params0, args, *prepared.arrays(), prepared.settings)
     ran = prepared.switching is not None
     stalled = jnp.zeros_like(traj.status_code)
     if prepared.automatic and ran and _options.concrete(traj.status_code) and traj.status == "stalled":
@@ -229,14 +229,9 @@ def simulate(
         # solve is run instead, and stats["switching_stalled"] says so. Under jit/vmap the
         # status cannot be read, and a "stalled" lane is returned as it is.
         ran, stalled = False, stalled + 1
-        traj = _solve(objective, params0, args, *_arrays(prepared), prepared.settings)
+        traj = _solve(objective, params0, args, *prepared.arrays(), prepared.settings)
     stats = {**traj.stats, "switching": jnp.zeros_like(traj.status_code) + ran, "switching_stalled": stalled}
     return eqx.tree_at(lambda t: t.stats, traj, full_stats(stats, traj.status_code))
-
-
-def _arrays(prepared):
-    """(t0, t1, ts, rtol, atol) of a prepared solve: the solve cores' positional arguments."""
-    return prepared.t0, prepared.t1, prepared.ts, prepared.rtol, prepared.atol
 
 
 def scale_aware_atol(params0, rtol):

@@ -228,6 +228,10 @@ class Prepared(eqx.Module):
     switching: Any
     automatic: bool = eqx.field(static=True)
 
+    def arrays(self) -> tuple:
+        """(t0, t1, ts, rtol, atol): the positional arguments of every solve core."""
+        return self.t0, self.t1, self.ts, self.rtol, self.atol
+
 
 # ----------------------------------------------------------------------------- against a problem
 def check_params(params0):

@@ -140,3 +140,12 @@ def test_sweep_defaults_are_the_options_defaults():
     spec = sweep.Spec(problem="two_layer_separated", axes={"seed": [0]})
     for key in ("solver", "rtol", "max_steps"):
         assert getattr(spec, key) == getattr(options.DEFAULTS, key)
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(rtol=0.0), "rtol must be positive"),
+                                             (dict(max_steps=-1), "max_steps must be a positive integer")])
+def test_study_config_uses_the_options_checks(kwargs, message):
+    from gflow.studies.alignment import AlignConfig
+
+    with pytest.raises(ValueError, match=message):
+        AlignConfig(**kwargs)

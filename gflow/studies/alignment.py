@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import options as _options
+from .. import options as solve_options
 from ..theory import min2024
 from . import figures
 from . import verdicts as verdicts_io
@@ -59,8 +59,8 @@ class AlignConfig:
 
     def __post_init__(self):
         # the solver options are checked where every solve path checks them
-        _options.check_rtol(self.rtol)
-        _options.check_max_steps(self.max_steps)
+        solve_options.check_rtol(self.rtol)
+        solve_options.check_max_steps(self.max_steps)
 
 
 FULL = dict(
