@@ -10,12 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .options import call_args as _call_args
+from .trajectory import grad_evals_per_step  # noqa: F401 - re-exported
+
 # scale-aware atol = rtol · ATOL_FRACTION · rms(θ0) (`gflow.flow`'s docstring)
 ATOL_FRACTION = 1e-2
-
-
-def _call_args(params, args):
-    return (params,) if args is None else (params, args)
 
 
 def record(objective, observables, save_params, params, args):
@@ -33,20 +32,6 @@ def record(objective, observables, save_params, params, args):
         "observables": {k: jax.tree.map(as_saved, f(*call)) for k, f in observables.items()},
         "params": params if save_params else None,
     }
-
-
-def grad_evals_per_step(solver: diffrax.AbstractSolver) -> tuple[int, int]:
-    """(evaluations of ∇L per attempted step, evaluations at start) for `solver`.
-
-    Explicit Runge–Kutta methods evaluate the field once per stage; first-same-as-last (FSAL)
-    methods reuse the last stage of the previous step and pay one extra evaluation at t0.
-    """
-    tableau = getattr(solver, "tableau", None)
-    if tableau is None or not hasattr(tableau, "num_stages"):
-        return 1, 0
-    if tableau.fsal:
-        return tableau.num_stages - 1, 1
-    return tableau.num_stages, 0
 
 
 def progress_meter(progress) -> diffrax.AbstractProgressMeter:

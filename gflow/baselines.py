@@ -14,7 +14,9 @@ import optax
 import scipy.integrate
 
 from . import status as _status
-from .flow import _check_params, _check_times, scale_aware_atol
+from .flow import scale_aware_atol
+from .options import check_params as _check_params
+from .options import check_times as _check_times
 from .trajectory import Trajectory
 
 

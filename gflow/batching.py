@@ -25,16 +25,16 @@ from typing import Any, NamedTuple
 
 import diffrax
 import equinox as eqx
-import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
-from diffrax._term import WrapTerm  # private, but exactly what diffeqsolve steps with
 
 from . import flow as _flow
+from . import options as _options
 from . import status as _status
-from .trajectory import Trajectory
+from ._diffrax import WrapTerm, prevbefore
+from .trajectory import Trajectory, assemble
 
 
 class PoolStats(NamedTuple):
@@ -115,13 +115,18 @@ def solve_batch(
     - `num_points`: solve only the first `num_points` ≤ N points (the rest is padding, so that
       batches of different sizes reuse one compiled program); the other rows come back NaN.
     - `lanes`: pool width B; results do not depend on it.
+    - `save_params`: False by default (`gflow.simulate`: True): a batch stores N × T copies of
+      θ, which for a sweep is most of its memory; pass True to keep them.
+    - kinks: the pool runs the plain Runge–Kutta + PID step (`switching=False` in
+      `gflow.simulate`'s terms); `stats` has the keys `gflow.trajectory.STATS`, all zero.
+
+    Options are checked by `gflow.options` (as for `gflow.simulate`, on the first point).
 
     **Returns:** `(trajectory, stats)`: a `Trajectory` whose leaves have a leading axis N, and a
     `PoolStats` with the pool's lockstep efficiency.
     """
+    _options.check_params(params0)
     leaves = jax.tree.leaves(params0)
-    if not leaves:
-        raise ValueError("params0 is an empty pytree: pass at least one float array")
     n = leaves[0].shape[0] if leaves[0].ndim else 0
     if n == 0 or any(x.ndim == 0 or x.shape[0] != n for x in leaves):
         raise ValueError("params0 must be stacked along a leading axis of the same size N ≥ 1")
@@ -138,43 +143,16 @@ def solve_batch(
         raise ValueError(f"lanes must be a positive integer, got {lanes!r}")
     one_params = jax.tree.map(lambda x: x[0], params0)
     one_args = args if (args is None or shared_args) else jax.tree.map(lambda x: x[0], args)
-    _flow._check_params(one_params)
-    _flow._check_scalar_fn("objective", objective, one_params, one_args, allow_bool=False)
-    observables = dict(observables or {})
-    for name, fn in observables.items():
-        if not callable(fn):
-            raise ValueError(f"observable {name!r} must be a function of the parameters")
-    event_is_bool = None
-    if event is not None:
-        out = _flow._check_scalar_fn("event", event, one_params, one_args, allow_bool=True)
-        event_is_bool = bool(jnp.issubdtype(out.dtype, jnp.bool_))
-    ts = _flow._check_times(t0, t1, saveat)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if tol is not None and not float(tol) > 0:
-            raise ValueError(f"{name} must be positive, got {tol}")
-    solver = _flow.get_solver(solver)
-    dtype = jnp.result_type(*leaves)
-    t0 = jnp.asarray(t0, dtype)
-    t1 = jnp.asarray(t1, dtype)
-    ts = jnp.stack([t0, t1]) if ts is None else ts.astype(dtype)
+    # the pool runs the plain Runge–Kutta + PID step
+    options = _options.options_of(locals(), switching=False)
+    prepared = _options.prepare(options, objective, one_params, one_args, t0, t1)
     traj, counts = _pool(
         objective,
         params0,
         args,
         jnp.asarray(num_points, jnp.int32),
-        t0,
-        t1,
-        ts,
-        jnp.asarray(rtol, dtype),
-        None if atol is None else jnp.asarray(atol, dtype),
-        solver=solver,
-        observables=observables,
-        event=event,
-        event_is_bool=event_is_bool,
-        max_steps=max_steps,
-        save_params=save_params,
+        *prepared.arrays(),
+        prepared.settings,
         lanes=min(lanes, n),
         shared_args=shared_args or args is None,
     )
@@ -183,26 +161,9 @@ def solve_batch(
 
 
 @eqx.filter_jit
-def _pool(
-    objective,
-    params0,
-    args,
-    num_points,
-    t0,
-    t1,
-    ts,
-    rtol,
-    atol,
-    *,
-    solver,
-    observables,
-    event,
-    event_is_bool,
-    max_steps,
-    save_params,
-    lanes,
-    shared_args,
-):
+def _pool(objective, params0, args, num_points, t0, t1, ts, rtol, atol, settings, *, lanes, shared_args):
+    solver, observables, event = settings.solver, settings.observables, settings.event
+    event_is_bool, max_steps, save_params = settings.event_is_bool, settings.max_steps, settings.save_params
     dtype = t0.dtype
     n = jax.tree.leaves(params0)[0].shape[0]
     num_saves = ts.shape[0]
@@ -220,7 +181,7 @@ def _pool(
     threshold = _flow._blowup_threshold(dtype)
     t1_clip_floor = t1
     for _ in range(100):  # as diffeqsolve: keep the last step ≥ ~100 ULP for dense output
-        t1_clip_floor = eqxi.prevbefore(t1_clip_floor)
+        t1_clip_floor = prevbefore(t1_clip_floor)
     tol = float(100 * np.finfo(dtype).eps)
     root_finder = _flow._BracketBisection(rtol=tol, atol=tol)
     axis = None if shared_args else 0
@@ -434,11 +395,7 @@ def _pool(
         reached = active & (pool.t >= t1)
         out_of_steps = active & (pool.num_steps >= max_steps)
         done = blown | fired | collapsed | reached | out_of_steps
-        code = jnp.where(
-            blown | collapsed,
-            _status.NONFINITE,
-            jnp.where(fired, _status.EVENT, jnp.where(reached, _status.SUCCESS, _status.MAX_STEPS)),
-        ).astype(jnp.int32)
+        code = _status.decide(reached=reached, fired=fired, nonfinite=blown | collapsed)
 
         def finish(pool, out, next_idx):
             t_final = jnp.where(fired, t_event, pool.t)
@@ -479,14 +436,10 @@ def _pool(
 
     _, out, _, iterations, lane_steps = jax.lax.while_loop(cond, body, init)
 
-    per_step, at_start = _flow.grad_evals_per_step(solver)
-    solved = jnp.arange(n) < num_points
-    at_t = ts[None, :] <= out.t_final[:, None]
-    traj = Trajectory(
-        ts=jnp.where(at_t, ts[None, :], jnp.nan),
-        params=out.saved["params"],
-        loss=out.saved["loss"],
-        observables=out.saved["observables"],
+    traj = assemble(
+        ts=ts,
+        reached=ts[None, :] <= out.t_final[:, None],
+        saved=out.saved,
         status_code=out.status_code,
         t_final=out.t_final,
         t_event=out.t_event,
@@ -494,7 +447,8 @@ def _pool(
         num_steps=out.num_steps,
         num_accepted_steps=out.num_accepted,
         num_rejected_steps=out.num_rejected,
-        num_grad_evals=jnp.where(solved, out.num_steps * per_step + at_start, 0),
+        solver=solver,
+        solved=jnp.arange(n) < num_points,
     )
     return traj, (iterations, lane_steps)
 

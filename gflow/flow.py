@@ -17,8 +17,8 @@ same tolerances). Once the weights grow, the relative term rtol·|θ_i| dominate
 
 **Precision.** float64 is the default; float32 (parameters given in float32) is the user's
 choice. rtol must be at least MIN_RTOL_EPS·eps of the dtype (1.2e-4 in float32, 2.2e-13 in
-float64): below that the step size collapses on round-off (measured in float32 on a ReLU net:
-rtol 1e-5 ends at dt_min, t ≈ 5 of 20). The scale-aware atol is likewise kept ≥ 16·eps·rms(θ0).
+float64; checked with every other option in `gflow.options`). The scale-aware atol is likewise
+kept ≥ 16·eps·rms(θ0).
 """
 
 from collections.abc import Callable
@@ -31,36 +31,26 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
+from . import options as _options
 from . import status as _status
 from ._common import (  # noqa: F401 - re-exported: gflow.flow.record etc. as before
     ATOL_FRACTION,
     _blowup_threshold,
-    _call_args,
     _dtmin,
     blown_up,
-    grad_evals_per_step,
     progress_meter,
     record,
     scale_aware_atol,
 )
-from .trajectory import Trajectory
+from .trajectory import Trajectory, assemble, full_stats, grad_evals_per_step  # noqa: F401
 
-MIN_RTOL_EPS = 1e3
-# `switching=None` integrates a piecewise-linear net's kinks (the switching solve) only below
-# this rtol. Measured on the kinks benchmark (docs/switching.md), wall time plain / switching:
-# rtol 1e-4: 0.22×, 0.15×, 0.015× (the plain solve steps through kinks at that tolerance);
-# 1e-6: 7.2×, 1.1×, 0.22×; 1e-8: ≥ 120×, 5.8×, 22×. On issue 17's n = 300 sliding problem at
-# rtol 1e-4 the plain solve took 265 steps, the switching solve 1,535.
-SWITCHING_MAX_RTOL = 1e-5
-
-SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
-    "tsit5": diffrax.Tsit5,
-    "dopri5": diffrax.Dopri5,
-    "dopri8": diffrax.Dopri8,
-    "bosh3": diffrax.Bosh3,
-    "heun": diffrax.Heun,
-    "ralston": diffrax.Ralston,
-}
+# One definition each, in `gflow.options`; the names stay importable from here.
+MIN_RTOL_EPS = _options.MIN_RTOL_EPS
+SWITCHING_MAX_RTOL = _options.SWITCHING_MAX_RTOL
+SOLVERS = _options.SOLVERS
+get_solver = _options.get_solver
+_call_args = _options.call_args
+_resolve_switching = _options.resolve_switching
 
 
 def vector_field(objective, args=None):
@@ -75,17 +65,6 @@ def vector_field(objective, args=None):
 
     return field
 
-
-def get_solver(solver) -> diffrax.AbstractSolver:
-    """A diffrax solver from a name in `SOLVERS` or a diffrax solver instance."""
-    if isinstance(solver, diffrax.AbstractSolver):
-        return solver
-    if isinstance(solver, str) and solver.lower() in SOLVERS:
-        return SOLVERS[solver.lower()]()
-    raise ValueError(
-        f"unknown solver {solver!r}: pass one of {sorted(SOLVERS)} or a diffrax solver "
-        "instance such as diffrax.Tsit5()"
-    )
 
 
 class _BracketState(eqx.Module):
@@ -135,59 +114,8 @@ class _BracketBisection(optx.AbstractRootFinder):
         return y, aux, {}
 
 
-def _check_params(params0):
-    leaves = jax.tree.leaves(params0)
-    if not leaves:
-        raise ValueError("params0 is an empty pytree: pass at least one float array")
-    for leaf in leaves:
-        dtype = jnp.result_type(leaf)
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise ValueError(
-                f"params0 holds an array of dtype {dtype}: gradient flow needs float arrays, "
-                "cast it with jnp.asarray(x, dtype=float)"
-            )
-        if _concrete(leaf) and not np.all(np.isfinite(np.asarray(leaf))):
-            raise ValueError("params0 contains NaN or inf: pass finite initial parameters")
 
 
-def _concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def _check_scalar_fn(name, fn, params0, args, *, allow_bool):
-    if not callable(fn):
-        raise ValueError(f"{name} must be a function of the parameters, got {type(fn).__name__}")
-    try:
-        out = jax.eval_shape(fn, *_call_args(params0, args))
-    except Exception as e:  # noqa: BLE001 - re-raised with context
-        raise ValueError(f"{name} could not be evaluated on params0: {e}") from e
-    if not hasattr(out, "shape") or out.shape != ():
-        raise ValueError(f"{name} must return a scalar, got {getattr(out, 'shape', out)}")
-    if jnp.issubdtype(out.dtype, jnp.bool_) and not allow_bool:
-        raise ValueError(f"{name} must return a float, got bool")
-    return out
-
-
-def _check_times(t0, t1, saveat):
-    if _concrete(t0) and _concrete(t1):
-        if not (np.isfinite(t0) and np.isfinite(t1)):
-            raise ValueError(f"t0={t0} and t1={t1} must be finite")
-        if not float(t1) > float(t0):
-            raise ValueError(f"t1={t1} must be greater than t0={t0}: the flow runs forward")
-    if saveat is None:
-        return None
-    ts = jnp.asarray(saveat)
-    if ts.ndim != 1 or ts.shape[0] == 0:
-        raise ValueError(f"saveat must be a non-empty 1-D array of times, got shape {ts.shape}")
-    if _concrete(ts) and _concrete(t0) and _concrete(t1):
-        tsn = np.asarray(ts)
-        if not np.all(np.isfinite(tsn)):
-            raise ValueError("saveat contains NaN or inf")
-        if np.any(np.diff(tsn) < 0):
-            raise ValueError("saveat must be non-decreasing")
-        if tsn[0] < float(t0) or tsn[-1] > float(t1):
-            raise ValueError(f"saveat must lie in [t0, t1] = [{t0}, {t1}], got [{tsn[0]}, {tsn[-1]}]")
-    return ts
 
 
 def simulate(
@@ -252,111 +180,34 @@ def simulate(
     "nonfinite", too few steps "max_steps", a switching solve that stops making progress
     "stalled" (see `gflow.switching`). Bad input raises `ValueError` before solving.
     """
-    _check_params(params0)
-    _check_scalar_fn("objective", objective, params0, args, allow_bool=False)
-    observables = dict(observables or {})
-    for name, fn in observables.items():
-        if not callable(fn):
-            raise ValueError(f"observable {name!r} must be a function of the parameters")
-    event_is_bool = None
-    if event is not None:
-        out = _check_scalar_fn("event", event, params0, args, allow_bool=True)
-        event_is_bool = bool(jnp.issubdtype(out.dtype, jnp.bool_))
-    ts = _check_times(t0, t1, saveat)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if tol is not None and _concrete(tol) and not float(tol) > 0:
-            raise ValueError(f"{name} must be positive, got {tol}")
-    solver = get_solver(solver)
-    automatic = switching is None
-    if switching is None and _concrete(rtol) and float(rtol) >= SWITCHING_MAX_RTOL:
-        switching = False  # loose tolerance: the plain solve steps through the kinks cheaper
-    switching = _resolve_switching(switching, objective, params0, args)
-
-    dtype = jnp.result_type(*jax.tree.leaves(params0))
-    min_rtol = MIN_RTOL_EPS * float(jnp.finfo(dtype).eps)
-    if _concrete(rtol) and float(rtol) < min_rtol:
-        raise ValueError(
-            f"rtol={float(rtol):g} is below what {jnp.dtype(dtype).name} resolves (the step size "
-            f"would collapse on round-off): use rtol >= {min_rtol:.2g}, or float64 parameters"
-        )
-    t0 = jnp.asarray(t0, dtype)
-    t1 = jnp.asarray(t1, dtype)
-    ts = jnp.stack([t0, t1]) if ts is None else ts.astype(dtype)
-    tolerances = (jnp.asarray(rtol, dtype), None if atol is None else jnp.asarray(atol, dtype))
-    options = dict(
-        solver=solver,
-        observables=observables,
-        event=event,
-        event_is_bool=event_is_bool,
-        max_steps=max_steps,
-        save_params=save_params,
-        progress=progress,
-    )
-    if switching is not None:
+    options = _options.options_of(locals())
+    prepared = _options.prepare(options, objective, params0, args, t0, t1)
+    if prepared.switching is not None:
         from .switching import integrate
 
-        traj = integrate(objective, switching, params0, args, t0, t1, ts, *tolerances, **options)
+        traj = integrate(
+            objective, prepared.switching, params0, args, *prepared.arrays(),
+            **prepared.settings.keywords(),
+        )
     else:
-        traj = _solve(objective, params0, args, t0, t1, ts, *tolerances, **options)
+        traj = _solve(objective, params0, args, *prepared.arrays(), prepared.settings)
+    ran = prepared.switching is not None
     stalled = jnp.zeros_like(traj.status_code)
-    if automatic and switching is not None and _concrete(traj.status_code) and traj.status == "stalled":
+    if prepared.automatic and ran and _options.concrete(traj.status_code) and traj.status == "stalled":
         # the switching solve chosen by default stopped making progress (its guard): the plain
         # solve is run instead, and stats["switching_stalled"] says so. Under jit/vmap the
         # status cannot be read, and a "stalled" lane is returned as it is.
-        switching, stalled = None, stalled + 1
-        traj = _solve(objective, params0, args, t0, t1, ts, *tolerances, **options)
-    ran = jnp.zeros_like(traj.status_code) + (switching is not None)
-    return eqx.tree_at(lambda t: t.stats, traj, {**traj.stats, "switching": ran, "switching_stalled": stalled})
-
-
-def _resolve_switching(switching, objective, params0, args):
-    # the Switching to integrate with, or None for the plain solve
-    from .switching import Switching
-
-    if switching is None:
-        switching = getattr(objective, "switching", None)
-    if switching is None:  # no closed form declared: the kinks of the objective's program
-        from .kinks import find
-
-        switching = find(objective, params0, args)
-    if switching is None or switching is False:
-        return None
-    if not isinstance(switching, Switching):
-        raise ValueError(
-            f"switching must be None, False or a gflow.switching.Switching, got {switching!r}"
-        )
-    try:
-        s = jax.eval_shape(switching.surfaces, *_call_args(params0, args))
-        pattern = jnp.zeros(s.shape, jnp.result_type(*jax.tree.leaves(params0)))
-        out = jax.eval_shape(switching.objective, params0, pattern, *_call_args(params0, args)[1:])
-    except Exception as e:  # noqa: BLE001 - re-raised with context
-        raise ValueError(f"switching could not be evaluated on params0: {e}") from e
-    if out.shape != ():
-        raise ValueError(f"switching.objective must return a scalar, got shape {out.shape}")
-    return switching
+        ran, stalled = False, stalled + 1
+        traj = _solve(objective, params0, args, *prepared.arrays(), prepared.settings)
+    stats = {**traj.stats, "switching": jnp.zeros_like(traj.status_code) + ran, "switching_stalled": stalled}
+    return eqx.tree_at(lambda t: t.stats, traj, full_stats(stats, traj.status_code))
 
 
 @eqx.filter_jit
-def _solve(
-    objective,
-    params0,
-    args,
-    t0,
-    t1,
-    ts,
-    rtol,
-    atol,
-    *,
-    solver,
-    observables,
-    event,
-    event_is_bool,
-    max_steps,
-    progress,
-    save_params,
-):
+def _solve(objective, params0, args, t0, t1, ts, rtol, atol, settings: _options.Settings):
+    """The plain solve: diffrax's `diffeqsolve` with a PID controller, the blow-up guard and
+    the user's event, both located by bisection on the dense output."""
+    solver, observables, event = settings.solver, settings.observables, settings.event
     dtype = t0.dtype
     if atol is None:
         atol = scale_aware_atol(params0, rtol)
@@ -364,7 +215,7 @@ def _solve(
     saveat = diffrax.SaveAt(
         subs=[
             diffrax.SubSaveAt(
-                ts=ts, fn=lambda t, y, args: record(objective, observables, save_params, y, args)
+                ts=ts, fn=lambda t, y, args: record(objective, observables, settings.save_params, y, args)
             ),
             diffrax.SubSaveAt(t1=True),
         ]
@@ -384,7 +235,7 @@ def _solve(
 
         def user(t, y, args, **kwargs):
             value = event(*_call_args(y, args))
-            if event_is_bool:
+            if settings.event_is_bool:
                 return jnp.where(value, 1.0, -1.0).astype(event_dtype)
             return jnp.asarray(value, event_dtype)
 
@@ -405,45 +256,25 @@ def _solve(
             rtol=rtol, atol=atol, dtmin=_dtmin(t0, t1), force_dtmin=False
         ),
         event=diffrax_event,
-        max_steps=max_steps,
+        max_steps=settings.max_steps,
         throw=False,
-        progress_meter=progress_meter(progress),
+        progress_meter=progress_meter(settings.progress),
     )
 
-    blew_up = sol.event_mask[0]
     fired = sol.event_mask[1] if event is not None else jnp.asarray(False)
-    result = sol.result
-    code = jnp.where(
-        result == diffrax.RESULTS.successful,
-        _status.SUCCESS,
-        jnp.where(result == diffrax.RESULTS.max_steps_reached, _status.MAX_STEPS, _status.FAILED),
-    )
-    code = jnp.where(fired, _status.EVENT, code)
-    collapsed = result == diffrax.RESULTS.dt_min_reached
-    code = jnp.where(blew_up | collapsed, _status.NONFINITE, code)
-
-    saved_ts, saved = sol.ts[0], sol.ys[0]
     t_final = sol.ts[1][0]
-    reached = saved_ts <= t_final
-
-    def mask(x):
-        keep = reached.reshape(reached.shape + (1,) * (x.ndim - 1))
-        return jnp.where(keep, x, jnp.nan)
-
-    saved = jax.tree.map(mask, saved)
-    per_step, at_start = grad_evals_per_step(solver)
+    saved_ts = sol.ts[0]
     stats = sol.stats
-    return Trajectory(
-        ts=jnp.where(reached, saved_ts, jnp.nan),
-        params=saved["params"],
-        loss=saved["loss"],
-        observables=saved["observables"],
-        status_code=code.astype(jnp.int32),
+    return assemble(
+        ts=saved_ts,
+        reached=saved_ts <= t_final,
+        saved=sol.ys[0],
+        status_code=_status.decide(result=sol.result, fired=fired, nonfinite=sol.event_mask[0]),
         t_final=t_final,
         t_event=jnp.where(fired, t_final, jnp.nan),
         final_params=jax.tree.map(lambda x: x[0], sol.ys[1]),
         num_steps=stats["num_steps"],
         num_accepted_steps=stats["num_accepted_steps"],
         num_rejected_steps=stats["num_rejected_steps"],
-        num_grad_evals=stats["num_steps"] * per_step + at_start,
+        solver=solver,
     )

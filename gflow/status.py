@@ -4,6 +4,8 @@ A solve never raises inside jitted or vmapped code: it reports how it ended as a
 so that a batch of trajectories keeps its good lanes when one lane fails.
 """
 
+import diffrax
+import jax.numpy as jnp
 import numpy as np
 
 SUCCESS = 0  #: reached t1
@@ -22,3 +24,29 @@ def name(code):
     if codes.ndim == 0:
         return NAMES[int(codes)]
     return np.array([NAMES[int(c)] for c in codes.ravel()], dtype=object).reshape(codes.shape)
+
+
+def decide(*, reached=None, result=None, fired=False, stalled=False, nonfinite=False):
+    """The status code of a solve, for every solve path (scalars or arrays of lanes).
+
+    The base code is read from diffrax's `result` (successful → SUCCESS, max_steps_reached →
+    MAX_STEPS, dt_min_reached → NONFINITE, anything else → FAILED) or, for a solve that runs its
+    own loop, from `reached` (t1 reached → SUCCESS, else MAX_STEPS). Then, in increasing
+    precedence: `stalled` → STALLED, `fired` (the user's event) → EVENT, `nonfinite` (a blow-up
+    or steps collapsed to round-off) → NONFINITE. Returns int32 codes.
+    """
+    if (reached is None) == (result is None):
+        raise ValueError("status.decide needs exactly one of `reached` or `result`")
+    if result is not None:
+        code = jnp.where(
+            result == diffrax.RESULTS.successful,
+            SUCCESS,
+            jnp.where(result == diffrax.RESULTS.max_steps_reached, MAX_STEPS, FAILED),
+        )
+        nonfinite = nonfinite | (result == diffrax.RESULTS.dt_min_reached)
+    else:
+        code = jnp.where(reached, SUCCESS, MAX_STEPS)
+    code = jnp.where(stalled, STALLED, code)
+    code = jnp.where(fired, EVENT, code)
+    code = jnp.where(nonfinite, NONFINITE, code)
+    return code.astype(jnp.int32)

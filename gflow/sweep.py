@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _toml
+from . import options as _options
 from . import status as _status
 
 RESULTS = "results.nc"
@@ -73,15 +74,41 @@ KNOWN = {
     "seed": (_INT, lambda v: v >= 0, "must be a non-negative integer"),
 }
 
-SOLVE = {  # [solve] table: name → (types, check, reason, default)
-    "t1": (_FLOAT, lambda v: v > 0, "must be > 0", 40.0),
-    "num_saves": (_INT, lambda v: v >= 2, "must be an integer ≥ 2", 50),
-    "solver": (_STR, lambda v: True, "", "tsit5"),
-    "rtol": (_FLOAT, lambda v: 0 < v < 1, "must lie in (0, 1)", 1e-6),
-    "max_steps": (_INT, lambda v: v >= 1, "must be a positive integer", 100_000),
+def _checked_value(types, check, reason):
+    """A check of one value: its type, finite if a float, then `check` (else `reason`)."""
+    return lambda key, value: _check_value("solve", key, value, types, check, reason)
+
+
+def _solve_option(check):
+    """A check from `gflow.options` (one definition for every solve path), under `solve:`."""
+
+    def checked(key, value):
+        try:
+            check(value)
+        except ValueError as e:
+            raise ValueError(f"solve: {e}") from None
+
+    return checked
+
+
+def _solver_name(value):
+    if not isinstance(value, str):
+        raise ValueError(f"solver must be a name (a string), got {value!r}")
+    _options.get_solver(value)
+
+
+SOLVE = {  # [solve] table: name → (check(key, value), default); solver options: gflow.options
+    "t1": (_checked_value(_FLOAT, lambda v: v > 0, "must be > 0"), 40.0),
+    "num_saves": (_checked_value(_INT, lambda v: v >= 2, "must be an integer ≥ 2"), 50),
+    "solver": (_solve_option(_solver_name), _options.DEFAULTS.solver),
+    "rtol": (_solve_option(_options.check_rtol), _options.DEFAULTS.rtol),
+    "max_steps": (_solve_option(_options.check_max_steps), _options.DEFAULTS.max_steps),
     "lanes": (
-        (int, str), lambda v: v == "auto" or (isinstance(v, int) and v >= 1),
-        "must be a positive integer or 'auto'", "auto",
+        _checked_value(
+            (int, str), lambda v: v == "auto" or (isinstance(v, int) and v >= 1),
+            "must be a positive integer or 'auto'",
+        ),
+        "auto",
     ),
 }
 
@@ -134,12 +161,12 @@ class Spec:
     problem: Any
     axes: Mapping[str, list]
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    t1: float = SOLVE["t1"][3]
-    num_saves: int = SOLVE["num_saves"][3]
-    solver: str = SOLVE["solver"][3]
-    rtol: float = SOLVE["rtol"][3]
-    max_steps: int = SOLVE["max_steps"][3]
-    lanes: int | str = SOLVE["lanes"][3]
+    t1: float = SOLVE["t1"][1]
+    num_saves: int = SOLVE["num_saves"][1]
+    solver: str = SOLVE["solver"][1]
+    rtol: float = SOLVE["rtol"][1]
+    max_steps: int = SOLVE["max_steps"][1]
+    lanes: int | str = SOLVE["lanes"][1]
 
     def __post_init__(self):
         validate(self)
@@ -198,11 +225,8 @@ def validate(spec: Spec) -> None:
         for name in [*spec.axes, *spec.fixed]:
             if name not in accepted:
                 raise ValueError(f"unknown key {name!r} for this problem; known keys: {sorted(accepted)}")
-    for name, (types, check, reason, _) in SOLVE.items():
-        _check_value("solve", name, getattr(spec, name), types, check, reason)
-    from .flow import get_solver
-
-    get_solver(spec.solver)
+    for name, (check, _) in SOLVE.items():
+        check(name, getattr(spec, name))
 
 
 def resolve_problem(problem) -> Callable:

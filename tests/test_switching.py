@@ -355,7 +355,8 @@ def test_switching_is_chosen_by_rtol():
     loose = gflow.simulate(L, params0, 1.0, rtol=1e-4)
     forced = gflow.simulate(L, params0, 1.0, rtol=1e-4, switching=L.switching)
     assert int(tight.stats["switching"]) == 1 and "num_crossings" in tight.stats
-    assert int(loose.stats["switching"]) == 0 and "num_crossings" not in loose.stats
+    # every path has the same stats keys (gflow.trajectory.STATS): no crossings on the plain one
+    assert int(loose.stats["switching"]) == 0 and int(loose.stats["num_crossings"]) == 0
     assert int(forced.stats["switching"]) == 1
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import options as solve_options
 from ..theory import min2024
 from . import figures
 from . import verdicts as verdicts_io
@@ -55,6 +56,11 @@ class AlignConfig:
     mnist: str | None = None
     mnist_n: int = 200
     bootstrap: int = 2000
+
+    def __post_init__(self):
+        # the solver options are checked where every solve path checks them
+        solve_options.check_rtol(self.rtol)
+        solve_options.check_max_steps(self.max_steps)
 
 
 FULL = dict(

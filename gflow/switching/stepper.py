@@ -21,8 +21,8 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from .. import status as _status
-from .._common import _blowup_threshold, _dtmin, grad_evals_per_step, progress_meter, scale_aware_atol
-from ..trajectory import Trajectory
+from .._common import _blowup_threshold, _dtmin, progress_meter, scale_aware_atol
+from ..trajectory import Trajectory, assemble
 from . import crossings as _crossings
 from . import events as _events
 from . import saving as _saving
@@ -228,10 +228,7 @@ def _outcome(ctx, state, ov, found, handle, is_user, dt_next, dt_smooth, counts)
     out_of_steps = counts["num_steps"] >= ctx.max_steps
     progress = _step_size.progress(state.progress, advance, state.t, tb, dt_smooth, dtmin)
     stalled = _step_size.stalled(progress, counts["num_steps"]) & ~reached_end
-    code = jnp.where(reached_end, _status.SUCCESS, _status.MAX_STEPS)
-    code = jnp.where(stalled, _status.STALLED, code)
-    code = jnp.where(is_user, _status.EVENT, code)
-    code = jnp.where(blew_up | collapsed, _status.NONFINITE, code)
+    code = _status.decide(reached=reached_end, stalled=stalled, fired=is_user, nonfinite=blew_up | collapsed)
     return code, reached_end | is_user | blew_up | collapsed | out_of_steps | stalled, progress
 
 
@@ -241,25 +238,20 @@ def done(state: State) -> jax.Array:
 
 
 def result(ctx, state: State) -> Trajectory:
-    """The lane's `gflow.Trajectory`; `stats` as documented in `integrate`."""
-    T = state.ts.shape[0]
-    reached = jnp.arange(T) < state.save_index
+    """The lane's `gflow.Trajectory` (`gflow.trajectory.assemble`); `stats` as documented in
+    `integrate`."""
     counts = state.counts
-    per_step, at_start = grad_evals_per_step(ctx.solver)
-    fired = state.code == _status.EVENT
-    return Trajectory(
-        ts=jnp.where(reached, state.ts, jnp.nan),
-        params=state.saved["params"],
-        loss=state.saved["loss"],
-        observables=state.saved["observables"],
+    return assemble(
+        ts=state.ts,
+        reached=jnp.arange(state.ts.shape[0]) < state.save_index,
+        saved=state.saved,
         status_code=state.code,
         t_final=state.t,
-        t_event=jnp.where(fired, state.t, jnp.nan),
         final_params=ctx.unravel(state.y),
         num_steps=counts["num_steps"],
         num_accepted_steps=counts["num_accepted_steps"],
         num_rejected_steps=counts["num_rejected_steps"],
-        num_grad_evals=counts["num_steps"] * per_step + at_start + counts["extra_grad_evals"],
+        solver=ctx.solver,
         stats={k: counts[k] for k in _COUNTS[3:]} | {"sliding_final": jnp.sum(state.sliding >= 0)},
     )
 
