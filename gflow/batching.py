@@ -19,6 +19,11 @@ The lanes advance by ONE Runge–Kutta step of the solver on their stacked state
 of the lanes' step sizes as the control (`_LanesTerm`); only the step-size decisions are
 per-lane (vmapped). When all points share the same `args` (one dataset, many init scales or
 seeds), the lanes' products with the data become one large matrix product.
+
+Kinked objectives (ReLU nets, hinge, abs: see `gflow.switching`) are solved by the same rule as
+`gflow.simulate`: where it would run the switching solve, the pool runs the switching stepper
+(`gflow.switching.stepper`: init / step / done / result, vmapped over the lanes) with the same
+refill (`_stepper_pool`), so that every point takes the very steps `simulate` takes on it.
 """
 
 from typing import Any, NamedTuple
@@ -102,6 +107,7 @@ def solve_batch(
     event=None,
     max_steps=100_000,
     save_params=False,
+    switching=None,
     lanes=16,
 ) -> tuple[Trajectory, PoolStats]:
     """Solve the gradient flow for N points with a continuously refilled pool of `lanes` lanes.
@@ -117,8 +123,12 @@ def solve_batch(
     - `lanes`: pool width B; results do not depend on it.
     - `save_params`: False by default (`gflow.simulate`: True): a batch stores N × T copies of
       θ, which for a sweep is most of its memory; pass True to keep them.
-    - kinks: the pool runs the plain Runge–Kutta + PID step (`switching=False` in
-      `gflow.simulate`'s terms); `stats` has the keys `gflow.trajectory.STATS`, all zero.
+    - `switching`: as in `gflow.simulate`, by the same rule: where `simulate` would run the
+      switching solve on a point, the pool runs the switching stepper
+      (`gflow.switching.stepper`) on it, lane by lane, and takes the very same steps; else the
+      plain Runge–Kutta + PID step. With `switching=None`, points whose switching solve ends
+      "stalled" are solved again by the plain pool (`stats["switching_stalled"]` = 1), as
+      `simulate` does. `stats` has the keys `gflow.trajectory.STATS` on every row.
 
     Options are checked by `gflow.options` (as for `gflow.simulate`, on the first point).
 
@@ -143,21 +153,38 @@ def solve_batch(
         raise ValueError(f"lanes must be a positive integer, got {lanes!r}")
     one_params = jax.tree.map(lambda x: x[0], params0)
     one_args = args if (args is None or shared_args) else jax.tree.map(lambda x: x[0], args)
-    # the pool runs the plain Runge–Kutta + PID step
-    options = _options.options_of(locals(), switching=False)
+    options = _options.options_of(locals())
     prepared = _options.prepare(options, objective, one_params, one_args, t0, t1)
-    traj, counts = _pool(
-        objective,
-        params0,
-        args,
-        jnp.asarray(num_points, jnp.int32),
-        *prepared.arrays(),
-        prepared.settings,
-        lanes=min(lanes, n),
-        shared_args=shared_args or args is None,
-    )
-    iterations, lane_steps = (int(c) for c in counts)
-    return traj, PoolStats(iterations, min(lanes, n), lane_steps)
+    shared = shared_args or args is None
+    if prepared.switching is None:
+        traj, counts = _pool(objective, params0, args, jnp.asarray(num_points, jnp.int32), *prepared.arrays(),
+                             prepared.settings, lanes=min(lanes, n), shared_args=shared)
+        return traj, PoolStats(int(counts[0]), min(lanes, n), int(counts[1]))
+    from .switching.context import problem
+
+    keywords = {k: v for k, v in prepared.settings.keywords().items() if k != "progress"}
+    ctx = problem(objective, prepared.switching, one_params, one_args, prepared.rtol, prepared.atol, **keywords)
+    t0_, t1_, ts = prepared.arrays()[:3]
+    traj, counts = _stepper_pool(ctx, params0, args, jnp.asarray(num_points, jnp.int32), t0_, t1_, ts,
+                                 lanes=min(lanes, n), shared_args=shared)
+    ran = (jnp.arange(n) < num_points).astype(jnp.int32)
+    traj = eqx.tree_at(lambda t: t.stats, traj, {**traj.stats, "switching": ran})
+    stats = PoolStats(int(counts[0]), min(lanes, n), int(counts[1]))
+    stalled = np.flatnonzero(np.asarray(traj.status_code) == _status.STALLED)
+    if prepared.automatic and stalled.size:
+        traj = _plain_again(traj, stalled, objective, params0, args, prepared, shared)
+    return traj, stats
+
+
+def _plain_again(traj, rows, objective, params0, args, prepared, shared):
+    """`traj` with `rows` solved again by the plain pool (their switching solve stalled)."""
+    take = lambda tree: jax.tree.map(lambda x: x[rows], tree)
+    again, _ = _pool(objective, take(params0), args if shared else take(args),
+                     jnp.asarray(rows.size, jnp.int32), *prepared.arrays(), prepared.settings,
+                     lanes=min(rows.size, 16), shared_args=shared)
+    stats = {**again.stats, "switching_stalled": jnp.ones_like(again.status_code)}
+    again = eqx.tree_at(lambda t: t.stats, again, stats)
+    return jax.tree.map(lambda whole, part: whole.at[rows].set(part), traj, again)
 
 
 @eqx.filter_jit
@@ -422,12 +449,10 @@ def _pool(objective, params0, args, num_points, t0, t1, ts, rtol, atol, settings
                 num_accepted=put(out.num_accepted, pool.num_accepted),
                 num_rejected=put(out.num_rejected, pool.num_rejected),
             )
-            rank = jnp.cumsum(done) - 1
-            new_idx = jnp.where(done, next_idx + rank, pool.idx)
-            new_idx = jnp.where(done & (new_idx >= num_points), -1, new_idx).astype(jnp.int32)
+            new_idx, next_idx = _refill(pool.idx, done, next_idx, num_points)
             fresh = vload(new_idx, gather_args(new_idx))
             pool = jax.tree.map(lambda f, p: jnp.where(_bcast(done, p), f, p), fresh, pool)
-            return pool, out, next_idx + jnp.sum(done, dtype=jnp.int32)
+            return pool, out, next_idx
 
         pool, out, next_idx = jax.lax.cond(
             jnp.any(done), finish, lambda p, o, i: (p, o, i), pool, out, next_idx
@@ -451,6 +476,73 @@ def _pool(objective, params0, args, num_points, t0, t1, ts, rtol, atol, settings
         solved=jnp.arange(n) < num_points,
     )
     return traj, (iterations, lane_steps)
+
+
+class _Slot(eqx.Module):
+    """One lane of a stepper pool: the point it solves (−1: empty), its data, the stepper state."""
+
+    idx: jax.Array
+    args: Any
+    state: Any
+
+
+def _refill(idx, done, next_idx, num_points):
+    """The point each lane solves next: lanes that are done take the next unsolved points in
+    order (−1 once none is left); returns (new indices, next unsolved point)."""
+    rank = jnp.cumsum(done) - 1
+    new_idx = jnp.where(done, next_idx + rank, idx)
+    new_idx = jnp.where(done & (new_idx >= num_points), -1, new_idx).astype(jnp.int32)
+    return new_idx, next_idx + jnp.sum(done, dtype=jnp.int32)
+
+
+@eqx.filter_jit
+def _stepper_pool(ctx, params0, args, num_points, t0, t1, ts, *, lanes, shared_args):
+    """Continuous batching of the switching stepper (`gflow.switching.stepper`: init / step /
+    done / result, each vmapped over lanes): every iteration steps all lanes once; a lane that
+    is done writes its `Trajectory` row and is refilled with the next point. Each lane takes the
+    very steps `gflow.simulate` takes on its point alone."""
+    from .switching import stepper
+
+    n = jax.tree.leaves(params0)[0].shape[0]
+
+    def lane_ctx(a):
+        return ctx if shared_args else eqx.tree_at(lambda c: c.args, ctx, a, is_leaf=lambda x: x is None)
+
+    def load(idx):
+        i = jnp.clip(idx, 0, n - 1)
+        a = None if shared_args else jax.tree.map(lambda x: x[i], args)
+        y0 = jax.tree.map(lambda x: x[i], params0)
+        return _Slot(idx, a, stepper.init(lane_ctx(a), y0, t0, t1, ts))
+
+    vload = jax.vmap(load)
+    vstep = jax.vmap(lambda s: eqx.tree_at(lambda z: z.state, s, stepper.step(lane_ctx(s.args), s.state)))
+    vresult = jax.vmap(lambda s: stepper.result(lane_ctx(s.args), s.state))
+
+    first = jnp.arange(lanes, dtype=jnp.int32)
+    pool0 = vload(jnp.where(first < num_points, first, -1))
+    rows = jax.eval_shape(vresult, pool0)
+    empty = lambda s: jnp.full((n,) + s.shape[1:], jnp.nan if jnp.issubdtype(s.dtype, jnp.floating) else 0, s.dtype)
+    out0 = eqx.tree_at(lambda t: t.status_code, jax.tree.map(empty, rows), jnp.full((n,), -1, jnp.int32))
+
+    def body(carry):
+        pool, out, next_idx, iterations, lane_steps = carry
+        active = pool.idx >= 0
+        pool = vstep(pool)
+        done = active & jax.vmap(stepper.done)(pool.state)
+
+        def finish(pool, out, next_idx):
+            row = jnp.where(done, pool.idx, n)  # n is out of bounds: dropped
+            out = jax.tree.map(lambda buf, v: buf.at[row].set(v, mode="drop"), out, vresult(pool))
+            new_idx, next_idx = _refill(pool.idx, done, next_idx, num_points)
+            pool = jax.tree.map(lambda f, p: jnp.where(_bcast(done, p), f, p), vload(new_idx), pool)
+            return pool, out, next_idx
+
+        pool, out, next_idx = jax.lax.cond(jnp.any(done), finish, lambda *c: c, pool, out, next_idx)
+        return pool, out, next_idx, iterations + 1, lane_steps + jnp.sum(active)
+
+    init = (pool0, out0, jnp.minimum(num_points, lanes), jnp.asarray(0), jnp.asarray(0))
+    _, out, _, iterations, lane_steps = jax.lax.while_loop(lambda c: jnp.any(c[0].idx >= 0), body, init)
+    return out, (iterations, lane_steps)
 
 
 class _LanesTerm(diffrax.AbstractTerm):

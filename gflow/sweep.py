@@ -110,6 +110,12 @@ SOLVE = {  # [solve] table: name → (check(key, value), default); solver option
         ),
         "auto",
     ),
+    # "auto": gflow.simulate's rule (the switching solve on kinked objectives below
+    # options.SWITCHING_MAX_RTOL); false: the plain solve
+    "switching": (
+        _checked_value((str, bool), lambda v: v == "auto" or v is False, "must be \"auto\" or false"),
+        "auto",
+    ),
 }
 
 # lanes="auto" is ACCELERATOR_LANES on a GPU/TPU and 1 on a CPU: there a lane costs as much as
@@ -130,7 +136,8 @@ def lanes(spec: "Spec") -> int:
 
 
 def _check_value(where, key, value, types, check, reason):
-    ok_type = isinstance(value, types) and not (isinstance(value, bool) and types is not _BOOL)
+    allowed = types if isinstance(types, tuple) else (types,)
+    ok_type = isinstance(value, types) and not (isinstance(value, bool) and bool not in allowed)
     if not ok_type:
         names = "/".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
         raise ValueError(f"{where}: {key!r} must be of type {names}, got {value!r}")
@@ -152,7 +159,8 @@ class Spec:
     """A sweep: the grid `axes` (name → list of values; the grid is their product, in order),
     `fixed` settings shared by every point, the solve settings (`t1`, `num_saves` save times
     evenly spaced in [0, t1], `solver`, `rtol`, `max_steps`, `lanes` = pool width or "auto",
-    see `lanes`), and
+    see `lanes`; `switching` = "auto" for `gflow.simulate`'s rule or False for the plain solve),
+    and
     `problem`: a function `point_dict → Problem`, or a name: one of `PROBLEMS` or
     "package.module:function". A problem function may declare `parameters` (a set of the names
     it accepts); other names are then rejected.
@@ -167,6 +175,7 @@ class Spec:
     rtol: float = SOLVE["rtol"][1]
     max_steps: int = SOLVE["max_steps"][1]
     lanes: int | str = SOLVE["lanes"][1]
+    switching: str | bool = SOLVE["switching"][1]
 
     def __post_init__(self):
         validate(self)
@@ -465,6 +474,7 @@ def solve_chunk(spec: Spec, indices: list[int], pad_to: int) -> dict[str, np.nda
         observables=dict(first.observables),
         event=first.event,
         max_steps=spec.max_steps,
+        switching=None if spec.switching == "auto" else False,
         lanes=lanes(spec),
     )
     jax.block_until_ready(traj)

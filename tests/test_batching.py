@@ -137,3 +137,42 @@ def test_bad_input(kwargs, match):
     fn = lambda p, a: jnp.sum(p["W"] ** 2) * jnp.sum(a["X"])  # noqa: E731
     with pytest.raises(ValueError, match=match):
         batching.solve_batch(fn, call.pop("params0"), 1.0, **call)
+
+
+@pytest.fixture(scope="module")
+def relu_points():
+    """Issue 18's table: not-well-separated data, a two-layer ReLU net of width 20, ε = 1e-2,
+    exponential loss; three seeds. `gflow.simulate` runs the switching solve on it."""
+    X, y = gflow.data.hyperplane(40, 10, seed=0)
+    L = gflow.objective(gflow.models.two_layer, gflow.losses.exponential, X, y)
+    params = [gflow.models.init_two_layer(jax.random.PRNGKey(s), 10, 20, 1e-2) for s in range(3)]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *params)
+    ts = jnp.linspace(0.0, 5.0, 6)
+    singles = [gflow.simulate(L, p, 5.0, saveat=ts, rtol=1e-8, save_params=False) for p in params]
+    return L, stacked, ts, singles
+
+
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_pool_runs_the_switching_stepper_as_simulate(relu_points, lanes):
+    """Point by point, the pool takes the very steps of `gflow.simulate`'s switching solve and
+    ends at the same parameters (issue 18: 1 lane and several lanes)."""
+    L, stacked, ts, singles = relu_points
+    traj, _ = batching.solve_batch(L, stacked, 5.0, saveat=ts, rtol=1e-8, lanes=lanes)
+    for i, one in enumerate(singles):
+        assert int(one.stats["switching"]) == 1 and int(traj.stats["switching"][i]) == 1
+        assert one.status == "success" and traj.status[i] == "success"
+        assert int(traj.num_accepted_steps[i]) == int(one.num_accepted_steps)
+        assert int(traj.num_rejected_steps[i]) == int(one.num_rejected_steps)
+        assert int(traj.stats["num_crossings"][i]) == int(one.stats["num_crossings"])
+        for a, b in zip(jax.tree.leaves(traj.final_params), jax.tree.leaves(one.final_params)):
+            np.testing.assert_allclose(a[i], b, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(traj.loss[i], one.loss, rtol=1e-10)
+
+
+def test_pool_plain_when_asked(relu_points):
+    """switching=False in the pool is the plain solve (many more steps on this kinked flow)."""
+    L, stacked, ts, singles = relu_points
+    one = jax.tree.map(lambda x: x[:1], stacked)
+    traj, _ = batching.solve_batch(L, one, 5.0, saveat=ts, rtol=1e-8, switching=False, max_steps=3000)
+    assert int(traj.stats["switching"][0]) == 0
+    assert int(traj.num_steps[0]) > 3 * int(singles[0].num_steps)
