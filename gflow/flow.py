@@ -178,7 +178,8 @@ def simulate(
 
     **Returns:** a `gflow.Trajectory`. The solve itself never raises: a blow-up gives status
     "nonfinite", too few steps "max_steps", a switching solve that stops making progress
-    "stalled" (see `gflow.switching`). Bad input raises `ValueError` before solving.
+    "stalled" (see `gflow.switching`). Bad input raises `ValueError` before solving (every option
+    is checked in `gflow.options`, as for the pool and sweeps).
     """
     options = _options.options_of(locals())
     prepared = _options.prepare(options, objective, params0, args, t0, t1)
