@@ -69,4 +69,3 @@ def scale_aware_atol(params0, rtol):
     rms = jnp.sqrt(jnp.mean(flat**2))
     fraction = jnp.maximum(rtol * ATOL_FRACTION, 16 * jnp.finfo(flat.dtype).eps)
     return fraction * jnp.where(rms > 0, rms, 1e-10)
-

@@ -237,3 +237,18 @@ def test_vmapped_stepper_matches_integrate_per_lane_while_sliding():
     points = [_sliding_problem(seed)[1] for seed in (0, 1, 2)]
     lanes = _vmapped_against_alone(L, L.switching, points, 1.0, jnp.asarray(1e-6))
     assert int(jnp.max(lanes.stats["num_sliding_starts"])) > 0
+
+
+def test_switching_package_does_not_import_the_plain_solve():
+    # gflow.flow imports the switching solve; the switching package must not import gflow.flow
+    # back (what both need is in gflow/_common.py)
+    import ast
+    from pathlib import Path
+
+    package = Path(gflow.switching.__file__).parent
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [a.name for a in node.names]
+                assert not (node.level == 2 and "flow" in names), (path.name, ast.unparse(node))
+                assert node.module != "gflow.flow", path.name

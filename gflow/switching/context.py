@@ -131,4 +131,3 @@ def problem(objective, switching, params0, args, rtol, atol, *, solver, observab
         objective, switching, args, solver, rtol, atol, observables, event, event_is_bool, max_steps, save_params,
         unravel, s_shape, y0.shape[0], y0.dtype,
     )
-

@@ -87,7 +87,6 @@ def _earliest(values, count, few):
     return value, jnp.where(jnp.isfinite(value), index, K)
 
 
-
 class Attempt(eqx.Module):
     """One Runge–Kutta step of the frozen piece from t_a, and what the decisions after it need."""
 

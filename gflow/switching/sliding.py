@@ -98,7 +98,6 @@ def _box_least_squares(H, b, valid):
     return jax.lax.fori_loop(0, _BOX_SWEEPS * m, coordinate, q)
 
 
-
 def empty_geometry(ctx) -> _Geometry:
     """The geometry of an empty sliding set (Π the identity)."""
     M, none = ctx.M, -jnp.ones(ctx.M, dtype=jnp.int32)

@@ -140,4 +140,3 @@ class TwoLayerKinks(eqx.Module):
     def surface(self, params, k):
         i, j = jnp.divmod(k, params["W"].shape[0])
         return self.X[i] @ params["W"][j]
-
