@@ -158,6 +158,12 @@ def test_e3_e4_rows_fail_on_wrong_inputs():
     bad = theory.e4_finite_n_verdicts(Ns, 0.5 * (20 / Ns) ** 0.8, [0.05, 0.06, 0.03], 20)
     assert [v.outcome for v in bad] == ["fail", "fail"]
     assert theory.band_tolerance(500) == pytest.approx(3 * np.sqrt(0.68 * 0.32 / 500))
+    # E4's finite-M band: 68% inside passes, 39% (the quick mode's miss) fails, and too few
+    # satisfied examples make the row not applicable whatever the share
+    assert theory.band_row("q", 0.68, 500).outcome == "pass"
+    assert theory.band_row("q", 0.39, 500).outcome == "fail"
+    assert theory.band_row("q", 0.68, 29).outcome == "not-applicable"
+    assert theory.band_row("q", np.nan, 0).outcome == "not-applicable"
     # the network against the closure at 90% satisfied: 15% off fails, 5% passes
     assert theory.closure_row("RD", 0.1549 * 1.05, 0.1549).outcome == "pass"
     assert theory.closure_row("RD", 0.1549 * 1.15, 0.1549).outcome == "fail"
