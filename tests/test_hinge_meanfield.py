@@ -116,6 +116,21 @@ def test_small_network_follows_the_closure_within_its_finite_n_tolerance():
     assert theory.e1_verdicts(net, fast, d, N)[0].outcome == "fail"
 
 
+def test_experiments_run_on_a_tiny_network():
+    """The experiment functions themselves (what `gflow hinge-meanfield` composes), on a network
+    small enough for the default suite: E1 with two τ and the finite-size study return their
+    rows, and E1's closure is `theory.closure` at the network's save times."""
+    N, d, M = 120, 8, 10
+    verdicts, runs, predicted = theory.run_e1(N, d, M, 3.0, (1e-2, 1e-3), rtol=1e-4)
+    assert sorted(runs) == [1e-3, 1e-2]
+    reference = theory.closure(runs[1e-3]["t"], d)
+    np.testing.assert_allclose(predicted["gamma"], np.asarray(reference["gamma"]), rtol=1e-12)
+    assert [v.experiment for v in verdicts] == ["E1", "E1", "E1", "E4", "E1"]
+    rows_v, rows = theory.run_finite_size([(N, M)], d, 3.0)
+    assert len(rows) == 1 and rows[0]["N"] == N and np.isfinite(rows[0]["dist"])
+    assert all(isinstance(v, Verdict) for v in rows_v)
+
+
 def _net(gamma_nodes, t, fraction, dperp):
     return {"t": t, "gamma_nodes": gamma_nodes, "train_fraction": fraction, "dw_perp_max": dperp}
 

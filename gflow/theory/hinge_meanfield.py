@@ -618,10 +618,10 @@ def run_e1(N, d, M, t1, taus, rtol):
     """E1 and the τ-convergence study; returns (verdicts, network runs by τ, closure)."""
     runs = {tau: network_flow(N, d, M, t1, tau=tau, rtol=rtol) for tau in taus}
     net = runs[min(taus)]
-    closure = {k: np.asarray(v) for k, v in closure(net["t"], d).items()}
-    verdicts = e1_verdicts(net, closure, d, N) + [band_verdict(net, closure, d, f"E1's network, N = {N}")]
+    predicted = {k: np.asarray(v) for k, v in closure(net["t"], d).items()}
+    verdicts = e1_verdicts(net, predicted, d, N) + [band_verdict(net, predicted, d, f"E1's network, N = {N}")]
     if len(taus) > 1:
-        _, _, _, window, g_mean = e1_metrics(net, closure["gamma"])
+        _, _, _, window, g_mean = e1_metrics(net, predicted["gamma"])
         ordered = sorted(taus)
         diffs = [float(np.max(np.abs(np.nanmean(runs[t]["gamma_nodes"], 1) - g_mean)[window])) for t in ordered[1:]]
         scale = float(np.max(g_mean[window]))
@@ -630,7 +630,7 @@ def run_e1(N, d, M, t1, taus, rtol):
             "not depend on τ (numerical premise, science_B §E)", f"max |γ(τ={ordered[1]:g}) − "
             f"γ(τ={ordered[0]:g})| / max γ while frac ≥ 0.3", diffs[0] / scale,
             details={"larger_tau": dict(zip(map(str, ordered[1:]), diffs))}))
-    return verdicts, runs, closure
+    return verdicts, runs, predicted
 
 
 def run_finite_size(sizes, d, t1, rtol=1e-3, tau=1e-3):
@@ -640,11 +640,11 @@ def run_finite_size(sizes, d, t1, rtol=1e-3, tau=1e-3):
     rows = []
     for N, M in sizes:
         net = network_flow(N, d, M, t1, tau=tau, rtol=rtol)
-        closure = {k: np.asarray(v) for k, v in closure(net["t"], d).items()}
-        spread, dist, dperp, _, _ = e1_metrics(net, closure["gamma"])
-        until = departure_time(net, closure["fraction"])
-        share, count = band_share(net, closure["gamma"], d, until=until)
-        departure = float(np.interp(until, net["t"], closure["fraction"]))
+        predicted = {k: np.asarray(v) for k, v in closure(net["t"], d).items()}
+        spread, dist, dperp, _, _ = e1_metrics(net, predicted["gamma"])
+        until = departure_time(net, predicted["fraction"])
+        share, count = band_share(net, predicted["gamma"], d, until=until)
+        departure = float(np.interp(until, net["t"], predicted["fraction"]))
         rows.append({"N": N, "M": M, "spread": spread, "dist": dist, "dperp": dperp, "band_share": share, "band_examples": count, "departure_fraction": departure, "num_steps": net["num_steps"], "status": net["status"]})
     return finite_size_verdicts(rows, d), rows
 
