@@ -188,7 +188,7 @@ def test_held_out_set_stalls_at_its_own_least_squares_value():
     beta = np.linalg.solve(Xb.T @ Xb, Xb.T @ yb)
     l_ols = float(np.mean((Xb @ beta - yb) ** 2))
     p0 = models.init_boursier(jax.random.PRNGKey(7), 2, 20, 1e-3, "balanced")
-    traj = boursier.flow(p0, Xb, yb, 200.0)
+    traj = theory.flow(p0, Xb, yb, 200.0)
     row = theory.plateau_row("E2.1", "held-out", traj, l_ols)
     assert row.outcome == "pass" and row.measured < 1e-6
 

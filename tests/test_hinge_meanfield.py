@@ -116,6 +116,21 @@ def test_small_network_follows_the_closure_within_its_finite_n_tolerance():
     assert theory.e1_verdicts(net, fast, d, N)[0].outcome == "fail"
 
 
+def test_experiments_run_on_a_tiny_network():
+    """The experiment functions themselves (what `gflow hinge-meanfield` composes), on a network
+    small enough for the default suite: E1 with two τ and the finite-size study return their
+    rows, and E1's closure is `theory.closure` at the network's save times."""
+    N, d, M = 120, 8, 10
+    verdicts, runs, predicted = theory.run_e1(N, d, M, 3.0, (1e-2, 1e-3), rtol=1e-4)
+    assert sorted(runs) == [1e-3, 1e-2]
+    reference = theory.closure(runs[1e-3]["t"], d)
+    np.testing.assert_allclose(predicted["gamma"], np.asarray(reference["gamma"]), rtol=1e-12)
+    assert [v.experiment for v in verdicts] == ["E1", "E1", "E1", "E4", "E1"]
+    rows_v, rows = theory.run_finite_size([(N, M)], d, 3.0)
+    assert len(rows) == 1 and rows[0]["N"] == N and np.isfinite(rows[0]["dist"])
+    assert all(isinstance(v, Verdict) for v in rows_v)
+
+
 def _net(gamma_nodes, t, fraction, dperp):
     return {"t": t, "gamma_nodes": gamma_nodes, "train_fraction": fraction, "dw_perp_max": dperp}
 
@@ -158,6 +173,12 @@ def test_e3_e4_rows_fail_on_wrong_inputs():
     bad = theory.e4_finite_n_verdicts(Ns, 0.5 * (20 / Ns) ** 0.8, [0.05, 0.06, 0.03], 20)
     assert [v.outcome for v in bad] == ["fail", "fail"]
     assert theory.band_tolerance(500) == pytest.approx(3 * np.sqrt(0.68 * 0.32 / 500))
+    # E4's finite-M band: 68% inside passes, 39% (the quick mode's miss) fails, and too few
+    # satisfied examples make the row not applicable whatever the share
+    assert theory.band_row("q", 0.68, 500).outcome == "pass"
+    assert theory.band_row("q", 0.39, 500).outcome == "fail"
+    assert theory.band_row("q", 0.68, 29).outcome == "not-applicable"
+    assert theory.band_row("q", np.nan, 0).outcome == "not-applicable"
     # the network against the closure at 90% satisfied: 15% off fails, 5% passes
     assert theory.closure_row("RD", 0.1549 * 1.05, 0.1549).outcome == "pass"
     assert theory.closure_row("RD", 0.1549 * 1.15, 0.1549).outcome == "fail"

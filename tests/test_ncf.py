@@ -169,7 +169,7 @@ def test_c1_c2_headline_rows_on_the_quick_flows():
     and the escape slope matches 1/(2N*) with N* from a 200,001-point scan of the circle, a
     reference independent of `spherical_flow` (separable net: u*'s mass sits on the one-neuron
     maximiser)."""
-    verdicts, run = kumar_haupt.c1_c2_single_layer([1e-3, 1e-4, 1e-5, 1e-6])
+    verdicts, run = ncf.c1_c2_single_layer([1e-3, 1e-4, 1e-5, 1e-6])
     angles = np.linspace(-np.pi, np.pi, 200_001)
     n_scan = ((np.maximum(np.stack([np.cos(angles), np.sin(angles)], axis=1) @ X.T, 0) ** 2) @ Y).max()
     np.testing.assert_allclose(run["n_star"], n_scan, rtol=1e-6)

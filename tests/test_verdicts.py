@@ -7,6 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from gflow.studies import command
 from gflow.studies import verdicts as V
 
 
@@ -84,7 +85,7 @@ def test_register_study_runs_writes_and_exits_by_the_rule(tmp_path, passes, stat
         return rows
 
     parser = argparse.ArgumentParser()
-    V.register_study(parser.add_subparsers(dest="command"), "toy", "toy study", run, tmp_path, rtol=1e-7,
+    command.register_study(parser.add_subparsers(dest="command"), "toy", "toy study", run, tmp_path, rtol=1e-7,
                      options=lambda p: p.add_argument("--width", type=int, default=3))
     args = parser.parse_args(["toy", "--quick", "--out", str(tmp_path), "--width", "5"])
     assert args.func(args) == status
@@ -97,7 +98,7 @@ def test_register_study_runs_writes_and_exits_by_the_rule(tmp_path, passes, stat
 
 def test_register_study_without_rtol_or_quick(tmp_path):
     parser = argparse.ArgumentParser()
-    V.register_study(parser.add_subparsers(dest="command"), "toy", "toy", lambda out: [], tmp_path, rtol=None, quick=False)
+    command.register_study(parser.add_subparsers(dest="command"), "toy", "toy", lambda out: [], tmp_path, rtol=None, quick=False)
     args = parser.parse_args(["toy"])
     assert "rtol" not in vars(args) and "quick" not in vars(args) and args.func(args) == 0
 
@@ -105,14 +106,14 @@ def test_register_study_without_rtol_or_quick(tmp_path):
 def test_parts_option_is_parsed_once_for_every_study(tmp_path):
     """--parts: comma-separated names of the study's parts, all by default; a name not among them
     (or an empty list) is a ValueError before anything runs."""
-    assert V.parse_parts(None, ("A", "B-c")) == ("A", "B-c")
-    assert V.parse_parts("B-c, A", ("A", "B-c")) == ("B-c", "A")
+    assert command.parse_parts(None, ("A", "B-c")) == ("A", "B-c")
+    assert command.parse_parts("B-c, A", ("A", "B-c")) == ("B-c", "A")
     for bad in ("A,D9", ""):
         with pytest.raises(ValueError, match="--parts takes"):
-            V.parse_parts(bad, ("A", "B-c"))
+            command.parse_parts(bad, ("A", "B-c"))
     seen = []
     parser = argparse.ArgumentParser()
-    V.register_study(parser.add_subparsers(dest="command"), "toy", "toy", lambda out, parts: seen.append(parts) or [],
+    command.register_study(parser.add_subparsers(dest="command"), "toy", "toy", lambda out, parts: seen.append(parts) or [],
                      tmp_path, rtol=None, quick=False, parts=("A", "B-c"))
     for argv, parts in ((["toy"], ("A", "B-c")), (["toy", "--parts", "B-c"], ("B-c",))):
         args = parser.parse_args(argv)
@@ -122,9 +123,10 @@ def test_parts_option_is_parsed_once_for_every_study(tmp_path):
         args.func(args)
 
 
-def test_dict_rows_of_studies_not_yet_migrated():
-    """`verdict` dict rows (boursier, kumar_haupt, hinge_meanfield until they build Verdicts) are
-    read as pilot-basis rows by the table and the exit rule, and written unchanged."""
-    rows = [V.verdict("E", "ok", 1.0, 1.0, "exact", True), V.verdict("E", "bad", [1, 2], 0, "exact", False)]
-    assert V.exit_status(rows[:1]) == 0 and V.exit_status(rows) == 1
-    assert "**FAIL**" in V.markdown_table(rows) and "[1, 2]" in V.markdown_table(rows)
+def test_rows_must_be_verdicts():
+    """The table, the exit rule and the writer take Verdicts only: a dict row (the retired
+    pre-`Verdict` form) is a TypeError, not a silently passing row."""
+    row = {"experiment": "E", "claim": "bad", "measured": 1.0, "pass": True}
+    for call in (lambda: V.exit_status([row]), lambda: V.markdown_table([row])):
+        with pytest.raises(TypeError, match="Verdicts"):
+            call()

@@ -30,6 +30,7 @@ from .. import options as solve_options
 from ..theory import min2024
 from . import figures
 from . import verdicts as verdicts_io
+from .command import register_study
 
 
 @dataclass(frozen=True)
@@ -70,84 +71,6 @@ FULL = dict(
     mnist_n=1000,
     real_seeds=(0, 1, 2),
 )
-
-
-# ----------------------------------------------------------------------------- experiments
-def synthetic_specs(cfg):
-    """Lanes of the n = cfg.n grids: μ-scaling (exponential loss), the 2·logistic loss at
-    μ = cfg.mu, and ε-scaling (which reuses the μ = cfg.mu, ε = cfg.init_scale lanes)."""
-    specs = [dict(experiment="mu", n=cfg.n, mu=mu, eps=cfg.init_scale, seed=s, logistic=False)
-             for mu in cfg.mus for s in cfg.seeds]
-    specs += [dict(experiment="logistic", n=cfg.n, mu=cfg.mu, eps=cfg.init_scale, seed=s, logistic=True)
-              for s in cfg.seeds]
-    specs += [
-        dict(experiment="eps", n=cfg.n, mu=cfg.mu, eps=eps, seed=s, logistic=False)
-        for eps in cfg.eps_grid
-        if not (eps == cfg.init_scale and cfg.mu in cfg.mus)
-        for s in cfg.seeds
-    ]
-    return specs
-
-
-def n_specs(cfg):
-    """Lanes of the n-scaling grid (μ = cfg.mu, d = n + 1, sum-reduced exponential loss). The
-    1/n-scaled loss needs no lanes of its own: L/n is the time change t → t/n, so its t_align
-    is exactly n·t_align."""
-    return [dict(experiment="n", n=n, mu=cfg.mu, eps=cfg.init_scale, seed=s, logistic=False)
-            for n in cfg.ns for s in cfg.seeds]
-
-
-def _bound(specs):
-    return min2024.t_align_bound([s["n"] for s in specs], [s["mu"] for s in specs])
-
-
-def _run_grid(cfg, specs, t_late=None):
-    """The lanes of `specs`, aligned within twice their bound (so that ratios up to 2 are measured)."""
-    out = min2024.run_lanes(cfg, specs, 2 * _bound(specs), t_late=t_late)
-    out["bound"] = _bound(specs)
-    out["specs"] = specs
-    return out
-
-
-def run_synthetic(cfg):
-    out = _run_grid(cfg, synthetic_specs(cfg), t_late=cfg.t_late)
-    out["escape_slope_pred"] = np.array([min2024.escape_slope(X, y) for X, y in out["data"]])
-    out["class_cosine"] = np.array([min2024.class_cosine(X, y) for X, y in out["data"]])
-    return out
-
-
-def run_n_scaling(cfg):
-    return _run_grid(cfg, n_specs(cfg))
-
-
-def to_dataset(out):
-    """One experiment's lanes as an xarray Dataset: per-lane scalars on dim `lane`, traces on
-    (`lane`, `save`[, `neuron`[, `class`]])."""
-    import xarray as xr
-
-    specs = out["specs"]
-    coords = {key: ("lane", np.array([float(s.get(key, np.nan)) for s in specs]))
-              for key in ("n", "mu", "eps", "seed")}
-    coords["loss_name"] = ("lane", np.array(["logistic" if s.get("logistic") else "exponential" for s in specs]))
-    coords["experiment"] = ("lane", np.array([s["experiment"] for s in specs]))
-    data_vars = {k: ("lane", np.asarray(v)) for k, v in out.items()
-                 if isinstance(v, np.ndarray) and v.shape == (len(specs),)}
-    dims = {2: ("lane", "save"), 3: ("lane", "save", "neuron"), 4: ("lane", "save", "neuron", "class")}
-    for k, v in out["trace"].items():
-        if k == "energy":
-            data_vars["energy"] = (("lane", "save", "group"), v)
-        else:
-            data_vars[f"trace_{k}"] = (dims[v.ndim], v)
-    ds = xr.Dataset(data_vars, coords=coords)
-    ds.attrs["wall_seconds"] = float(out["wall_seconds"])
-    ds.attrs.update({f"pool_{k}": v for k, v in out.get("pool", {}).items()})
-    return ds
-
-
-def write_results(path, datasets):
-    path.unlink(missing_ok=True)
-    for group, ds in datasets.items():
-        ds.to_netcdf(path, group=group, engine="h5netcdf", mode="a")
 
 
 def _plots(cfg, results, fits, out_dir):
@@ -229,54 +152,12 @@ def _plots(cfg, results, fits, out_dir):
         save(fig, "late_phase.png")
 
         k = next(i for i, s in enumerate(specs) if s["mu"] == cfg.mu and s["eps"] == cfg.init_scale and not s["logistic"])
-        save(_cosine_figure(plt, syn, k, f"synthetic n={cfg.n}, μ={cfg.mu}, ε={cfg.init_scale:g}"), "cosines_synthetic.png")
+        save(figures.cosine_traces(plt, syn, k, f"synthetic n={cfg.n}, μ={cfg.mu}, ε={cfg.init_scale:g}"), "cosines_synthetic.png")
     for name in ("digits", "mnist"):
         if name in results:
-            save(_cosine_figure(plt, results[name], 0, f"{name} 0 vs 1, seed {cfg.real_seeds[0]}"), f"cosines_{name}.png")
-            save(_rows_figure(plt, results[name], 0, name), f"rows_{name}.png")
+            save(figures.cosine_traces(plt, results[name], 0, f"{name} 0 vs 1, seed {cfg.real_seeds[0]}"), f"cosines_{name}.png")
+            save(figures.weight_rows(plt, results[name], 0, name), f"rows_{name}.png")
     return paths
-
-
-def _cosine_figure(plt, out, k, title):
-    tr = out["trace"]
-    t = tr["t"][k]
-    v = out["final_params"]["v"][k]
-    order = np.argsort(t)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for j in range(len(v)):
-        own = tr["cos"][k, :, j, 0 if v[j] > 0 else 1]
-        ax.semilogx(t[order], own[order], color="C0" if v[j] > 0 else "C3", lw=0.6)
-    if np.isfinite(out["t_align"][k]):
-        ax.axvline(out["t_align"][k], color="k", ls="--", lw=0.8, label=r"$t_{\rm align}$")
-    else:
-        ax.text(0.02, 0.04, f"no t_align: the data are not μ-separated (μ̂ = {out['mu_hat'][k]:.2f} < 0),\n"
-                "so the cone condition of t_align need not hold", transform=ax.transAxes, fontsize=8,
-                bbox=dict(facecolor="white", alpha=0.8, edgecolor="none"))
-    if "t_esc" in out and np.isfinite(out["t_esc"][k]):
-        ax.axvline(out["t_esc"][k], color="k", ls=":", lw=0.8, label=r"$t_{\rm esc}$: $L = L(0)/2$")
-    ax.plot([], [], color="C0", label=r"$v_j>0$: $\cos(w_j,\bar x_+)$")
-    ax.plot([], [], color="C3", label=r"$v_j<0$: $\cos(w_j,\bar x_-)$")
-    ax.set(xlabel="t", ylabel=r"$\cos(w_j, \bar x_{\rm own\ class})$", title=title, ylim=(-1, 1.02))
-    ax.legend(fontsize=7, loc="lower right")
-    return fig
-
-
-def _rows_figure(plt, out, k, name):
-    W = out["final_params"]["W"][k][:, : out["specs"][k]["d"]]
-    side = int(round(np.sqrt(W.shape[1])))
-    norms = np.linalg.norm(W, axis=1)
-    top = np.argsort(norms)[::-1][:16]
-    scale = np.max(np.abs(W[top]))
-    fig, axes = plt.subplots(2, 8, figsize=(11, 3.6), constrained_layout=True)
-    for ax, j in zip(axes.ravel(), top):
-        image = ax.imshow(W[j].reshape(side, side), cmap="RdBu_r", vmin=-scale, vmax=scale)
-        ax.set_title(f"#{j}, v{'>' if out['final_params']['v'][k][j] > 0 else '<'}0", fontsize=7)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(image, ax=axes, shrink=0.9, label=r"entry of $w_j$")
-    fig.suptitle(f"{name}: the 16 largest first-layer rows $w_j$ ({side}×{side} pixels) at "
-                 f"t = {np.nanmax(out['trace']['t'][k]):g}", fontsize=10)
-    return fig
 
 
 def run(cfg: AlignConfig, out_dir: Path) -> list:
@@ -286,9 +167,9 @@ def run(cfg: AlignConfig, out_dir: Path) -> list:
     results, rows, fits, timing = {}, [], {}, {}
     steps = []
     if cfg.synthetic:
-        steps.append(("synthetic", lambda: run_synthetic(cfg), lambda o: min2024.synthetic_verdicts(cfg, o)))
+        steps.append(("synthetic", lambda: min2024.run_synthetic(cfg), lambda o: min2024.synthetic_verdicts(cfg, o)))
     if cfg.ns:
-        steps.append(("n_scaling", lambda: run_n_scaling(cfg), lambda o: min2024.n_verdicts(cfg, o)))
+        steps.append(("n_scaling", lambda: min2024.run_n_scaling(cfg), lambda o: min2024.n_verdicts(cfg, o)))
     if cfg.digits_n:
         steps.append(("digits", lambda: min2024.run_real(cfg, "digits"), lambda o: min2024.real_verdicts(cfg, o, "digits")))
     if cfg.mnist:
@@ -304,7 +185,7 @@ def run(cfg: AlignConfig, out_dir: Path) -> list:
         r, f = judge(results[name])
         rows += r
         fits.update(f)
-    write_results(out_dir / "results.nc", {k: to_dataset(v) for k, v in results.items()})
+    min2024.write_results(out_dir / "results.nc", {k: min2024.to_dataset(v) for k, v in results.items()})
     drawn = _plots(cfg, results, fits, out_dir)
     pool = {k: v["pool"] for k, v in results.items() if "pool" in v}
     summary = dict(fits=fits, config=asdict(cfg), wall_seconds=timing, pool=pool, figures=drawn)
@@ -369,6 +250,6 @@ def command(out, **options) -> list:
 
 
 def register(subparsers):
-    verdicts_io.register_study(subparsers, "align", "early neuron alignment (Min, Mallada & Vidal 2024): grids and verdict",
+    register_study(subparsers, "align", "early neuron alignment (Min, Mallada & Vidal 2024): grids and verdict",
                                command, "results/alignment", rtol=AlignConfig.rtol, quick=False, parts=PARTS,
                                options=_options)

@@ -15,169 +15,24 @@ initialised at scale λ (`gflow.models.init_boursier`); predictions from
 - Held-out (E2.1): three-point sets drawn at random inside Theorem 2's η-box stall at their own
   least-squares value.
 
-Every row is built by `gflow.studies.verdicts.check` from a small pure criterion
-(`gflow.studies.criteria`; `converged`, `few_kinks`, `alignment_sharpens` of
-`gflow.theory.boursier2024`). Writes
+The experiments' flows and measurements are `gflow.theory.boursier2024`'s `e21_plateau`,
+`held_out`, `e22_control`, `e23_e24_alignment_escape` and `e25_sparsity` (one compiled `flow`
+per width); every row is built by `gflow.studies.verdicts.check` from a small pure criterion
+(`gflow.studies.criteria`; `converged`, `few_kinks`, `alignment_sharpens` of the theory module).
+This module chooses the settings, draws the figures and is the command: it writes
 verdicts.json, verdicts.md, summary.json, manifest.json and figures into the output directory.
 """
 
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .. import models
-from ..flow import simulate
 from ..theory import boursier2024 as theory
 from . import figures
 from . import verdicts as verdicts_io
-from .criteria import late_decrease
-
-RTOL = 1e-6  # ReLU kinks make the cost grow like 1/rtol (ENGINEERING.md); 1e-6 reaches L_OLS to 1e-12
-
-
-def _below(params, args):
-    return theory.mse(params, args) - args["threshold"]
-
-
-def flow(params0, X, y, t1, *, threshold=-1.0, num_saves=120, max_steps=2_000_000):
-    """The gradient flow of `theory.mse` on (X̃, y) to t1, stopped where L falls to `threshold`.
-
-    Data and threshold travel as `args`, so one compiled solve serves every dataset, λ and
-    horizon of a given width.
-    """
-    ts = np.minimum(np.concatenate([[0.0], np.geomspace(1e-2, t1, num_saves - 1)]), t1)
-    args = {"X": jnp.asarray(X), "y": jnp.asarray(y), "threshold": jnp.asarray(float(threshold))}
-    return simulate(
-        theory.mse,
-        params0,
-        t1,
-        saveat=ts,
-        rtol=RTOL,
-        event=_below,
-        args=args,
-        save_params=False,
-        max_steps=max_steps,
-    )
-
-
-def e21_plateau(widths, scales, t1, seed=0):
-    """E2.1: balanced init at small λ stalls at L_OLS with every large neuron a > 0, pattern
-    (1,1,1) and along β_OLS; a < 0 neurons dead. Runs with λ > 1e-3 are outside the small-λ
-    premise: their rows are not applicable (reported)."""
-    X, y = theory.spurious_data()
-    beta, l_ols = theory.plateau(X, y)
-    runs, verdicts = [], []
-    for m in widths:
-        for lam in scales:
-            p0 = models.init_boursier(jax.random.PRNGKey(seed), 2, m, lam, "balanced")
-            start = time.perf_counter()
-            traj = flow(p0, X, y, t1)
-            wall = time.perf_counter() - start
-            small = lam <= 1e-3
-            why = f"λ = {lam:g} > 1e-3: outside the small-λ premise (reported in details)"
-            verdicts.append(theory.plateau_row("E2.1", f"L(T)/L_OLS − 1, balanced, m={m}, λ={lam:g}, T={t1:g}",
-                                        traj, l_ols, premise=small, premise_reason=why, headline=small,
-                                        wall_s=wall))
-            verdicts.append(theory.plateau_neurons_row(traj.final_params, X, beta, f"m={m}, λ={lam:g}",
-                                                premise=small, premise_reason=why))
-            runs.append({"m": m, "lam": lam, "ts": np.asarray(traj.ts), "loss": np.asarray(traj.loss),
-                         "final": traj.final_params})
-    return verdicts, runs
-
-
-def held_out(num_sets, m, t1, *, eta=0.15, lam=1e-3, seed=0):
-    """Held-out check of Theorem 2: `num_sets` three-point datasets drawn at random (seeds
-    seed, seed+1, …) inside Assumption 3's box of size η (`theory.spurious_box_data`), data
-    the developers did not choose; on each the balanced flow at λ must stall at that set's own
-    least-squares value (`theory.plateau`)."""
-    verdicts, runs = [], []
-    for k in range(num_sets):
-        X, y = theory.spurious_box_data(eta, seed + k)
-        _, l_ols = theory.plateau(X, y)
-        p0 = models.init_boursier(jax.random.PRNGKey(seed + k), 2, m, lam, "balanced")
-        traj = flow(p0, X, y, t1)
-        verdicts.append(theory.plateau_row(
-            "E2.1", f"held-out set {k} (η = {eta:g}, drawn with seed {seed + k}): L(T)/L_OLS − 1, "
-            f"m={m}, λ={lam:g}, T={t1:g}", traj, l_ols, headline=True,
-            premise=theory.in_spurious_box(X, y, eta), premise_reason="the set is not in the box",
-            X=X, y=y))
-        runs.append({"X": X, "y": y, "ts": np.asarray(traj.ts), "loss": np.asarray(traj.loss),
-                     "L_OLS": l_ols, "final": traj.final_params})
-    return verdicts, runs
-
-
-def e22_control(cases):
-    """E2.2: λ = 1 balanced and unbalanced λ = 1e-3 reach L → 0; dominated λ = 1e-3 stalls.
-    `cases`: (init, λ, width, horizon, seed) tuples."""
-    X, y = theory.spurious_data()
-    _, l_ols = theory.plateau(X, y)
-    verdicts, runs = [], []
-    for init, lam, m, horizon, seed in cases:
-        p0 = models.init_boursier(jax.random.PRNGKey(seed), 2, m, lam, init)
-        start = time.perf_counter()
-        traj = flow(p0, X, y, horizon)
-        wall = time.perf_counter() - start
-        if init == "dominated":
-            verdicts.append(theory.plateau_row("E2.2", f"dominated (|a| > ‖w‖), m={m}, λ={lam:g}: "
-                                        "L(T)/L_OLS − 1", traj, l_ols, wall_s=wall))
-        else:
-            verdicts.append(theory.zero_loss_row(traj, X, f"{init}, m={m}, λ={lam:g}, seed {seed}: "
-                                          f"L(T={horizon:g})", wall_s=wall))
-        runs.append({"init": init, "lam": lam, "m": m, "seed": seed, "ts": np.asarray(traj.ts),
-                     "loss": np.asarray(traj.loss), "final": traj.final_params})
-    return verdicts, runs
-
-
-def e23_e24_alignment_escape(width, scales, seed=0):
-    """E2.3 at the time the loss has fallen by 1%: 5th percentile of cos(ŵ, D̂_all) over live
-    a > 0 neurons and the dead fraction of a < 0 neurons. E2.4: t_esc (L ≤ L(0)/2) vs ln(1/λ)."""
-    X, y = theory.spurious_data()
-    extremal = theory.extremal_directions(X, y)
-    d_all = extremal[0]["w"] * extremal[0]["norm_D"]
-    rows = []
-    for lam in scales:
-        p0 = models.init_boursier(jax.random.PRNGKey(seed), 2, width, lam, "balanced")
-        l0 = float(theory.mse(p0, {"X": X, "y": y}))
-        horizon = 10 * np.log(1 / lam) / np.linalg.norm(d_all) + 50
-        probe = flow(p0, X, y, horizon, threshold=0.99 * l0)
-        escape = flow(p0, X, y, horizon, threshold=0.5 * l0)
-        nz = theory.neurons(probe.final_params, X)
-        live_pos = (nz["a"] > 0) & ~nz["dead"]
-        rows.append({"lam": lam, "t_probe": float(probe.t_event), "t_esc": float(escape.t_event),
-                     "reached": str(probe.status) == "event" and str(escape.status) == "event",
-                     "live_pos": int(live_pos.sum()),
-                     "cos5": float(np.percentile(theory.neuron_cosines(nz["W"][live_pos], d_all), 5))
-                     if live_pos.any() else np.nan,
-                     "dead_neg": float(np.mean(nz["dead"][nz["a"] < 0])), "probe": nz})
-    return theory.e23_e24_verdicts(rows, width, 1 / np.linalg.norm(d_all)), rows
-
-
-def e25_sparsity(widths, t1, scale=1e-3, seed=0, grad_tol=1e-4):
-    """E2.5: 40 points of the piecewise-linear teacher; count kink clusters of the converged net
-    at each width (expect fewer than the 7 interior teacher knots, not growing with m). The row
-    applies only if every flow has stopped: relative loss decrease over [T/2, T] ≤ `theory.CONVERGED`
-    and ‖∇L(θ_T)‖ ≤ `grad_tol`; a net that is still training has few kinks for the wrong reason."""
-    x, y = theory.sparsity_data(40, seed)
-    X = np.asarray(models.with_bias(x[:, None]))
-    runs = []
-    for m in widths:
-        p0 = models.init_boursier(jax.random.PRNGKey(seed), 2, m, scale, "balanced")
-        start = time.perf_counter()
-        traj = flow(p0, X, y, t1)
-        wall = time.perf_counter() - start
-        centres, _ = theory.kink_clusters(traj.final_params)
-        grads = jax.grad(theory.mse)(traj.final_params, {"X": X, "y": y})
-        runs.append({"m": m, "ts": np.asarray(traj.ts), "loss": np.asarray(traj.loss),
-                     "final": traj.final_params, "centres": centres, "x": x, "y": y,
-                     "wall_s": wall, "status": str(traj.status),
-                     "steps": int(traj.num_accepted_steps), "final_loss": float(traj.final_loss),
-                     "late_decrease": late_decrease(traj.ts, traj.loss),
-                     "grad_norm": float(np.sqrt(sum(float(np.sum(g**2)) for g in jax.tree.leaves(grads))))})
-    verdict = theory.e25_verdict(runs, scale, t1, grad_tol, extremal=len(theory.extremal_directions(X, y)))
-    return [verdict], runs
+from .command import register_study
 
 
 # Flows that reach zero loss, and the 40-point fit, cross and slide along ReLU kinks: 10⁵–10⁶
@@ -202,14 +57,14 @@ def run(out: Path, quick=False, parts=PARTS):
     start = time.perf_counter()
     s = SETTINGS["quick" if quick else "full"]
     out.mkdir(parents=True, exist_ok=True)
-    steps = {"E2.1": lambda: e21_plateau(*s["e21"]), "held-out": lambda: held_out(*s["held_out"]),
-             "E2.2": lambda: e22_control(s["e22"]), "E2.3": lambda: e23_e24_alignment_escape(*s["e23"]),
-             "E2.5": lambda: e25_sparsity(*s["e25"])}
+    steps = {"E2.1": lambda: theory.e21_plateau(*s["e21"]), "held-out": lambda: theory.held_out(*s["held_out"]),
+             "E2.2": lambda: theory.e22_control(s["e22"]), "E2.3": lambda: theory.e23_e24_alignment_escape(*s["e23"]),
+             "E2.5": lambda: theory.e25_sparsity(*s["e25"])}
     got = {name: steps[name]() if name in parts else ([], None) for name in PARTS}
     verdicts = [v for name in PARTS for v in got[name][0]]
     verdicts_io.write(out, verdicts, {"paper": "Boursier & Flammarion (arXiv 2401.10791)",
                                       "mode": "quick" if quick else "full", "settings": s, "parts": list(parts),
-                                      "rtol": RTOL, "wall_seconds": time.perf_counter() - start},
+                                      "rtol": theory.RTOL, "wall_seconds": time.perf_counter() - start},
                       seeds=sorted({0, 1, *range(s["held_out"][0])}))
     outcome = {}
     for v in verdicts:
@@ -319,6 +174,6 @@ def _polar(ax, params, title, direction, label, normalise=False):
 
 
 def register(subparsers):
-    verdicts_io.register_study(subparsers, "boursier", "Boursier & Flammarion's two-edged sword: "
+    register_study(subparsers, "boursier", "Boursier & Flammarion's two-edged sword: "
                                "experiments E2.1–E2.5", run, "results/boursier", rtol=False,
                                parts=PARTS)

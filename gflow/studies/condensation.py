@@ -17,7 +17,8 @@ gradient flows, with the automatic orientation count of `gflow.condensation`.
   orientations that the gradient flow does not.
 
 Every row is a criterion of `gflow.theory.zhou2022`, which also holds the flows
-(`initial_stage`, `residual_stage`); a count bound (K ≤ 2p, K ≤ KKT count, K(t) ≥ K(T_stop)) is
+(`initial_stage`, `residual_stage`) and the experiments (`run_d1` … `run_d4`, `run_d1_adam`,
+`run_d1_init`); this module chooses their settings, draws the figures and is the command; a count bound (K ≤ 2p, K ≤ KKT count, K(t) ≥ K(T_stop)) is
 not applicable where nothing condensed (K = 0), never a pass. The "initial
 stage" ends at T_stop, the first time R_S ≤ 0.99·R_S(0); the norm cap max_j ‖w_j‖ =
 30·σ0·√(d+1) is only the fallback for a flow that never gets there (science_B §D [P]). Writes
@@ -29,228 +30,10 @@ the verdicts, summary and manifest (`gflow.studies.verdicts.write`), heat maps
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..theory import zhou2022
 from . import figures
 from . import verdicts as verdicts_io
-
-
-def run_d1(seeds, width, rtol, activations=("tanh", "xtanh", "x2tanh"), *, experiment="D1", sigma0=None,
-           equal_norms=False):
-    """D1 on the data of Fig. 5 (`zhou2022.initial_stage` with `sigma0`, `equal_norms`); returns (verdicts,
-    per-run records, weights for heat maps, (norm ratio, alignment) of all neurons per activation
-    for the direction figure). Rows per activation: K_line = p, K ≤ 2p (the headline of D1; not
-    applicable where nothing condensed), centroids on the predicted directions."""
-    from .. import condensation as cond
-
-    X, y = zhou2022.fig5_data()
-    verdicts, records, maps, directions = [], [], {}, {}
-    for act in activations:
-        p = zhou2022.multiplicity(act)
-        counts, matches = [], []
-        for seed in seeds:
-            r = zhou2022.initial_stage(X, y, act, width, seed, rtol, sigma0=sigma0, equal_norms=equal_norms)
-            c = cond.condensation(r["W"])
-            cos = zhou2022.alignment(r, act, X)
-            counts.append(c)
-            matches.append(zhou2022.centroid_match(r, c, act, X))
-            records.append(_record(experiment, act, seed, r, c, cos))
-            maps.setdefault(act, r["W"])
-            norms = np.linalg.norm(r["W"], axis=1)
-            ratio, aligned = directions.get(act, ((), ()))
-            directions[act] = (np.concatenate([ratio, norms / norms.max()]), np.concatenate([aligned, cos]))
-        verdicts += _d1_rows(experiment, act, p, counts, matches, f"{act}, {_seeds(len(seeds))}")
-    return verdicts, records, maps, directions
-
-
-def _seeds(count):
-    return f"{count} seed" + ("s" if count != 1 else "")
-
-
-def _d1_rows(experiment, act, p, counts, matches, label):
-    return [
-        zhou2022.line_count_verdict(experiment, label, [c.num_lines for c in counts], p),
-        zhou2022.two_p_verdict(experiment, label, [c.num_orientations for c in counts], p, headline=experiment == "D1"),
-        zhou2022.centroid_verdict(experiment, label, matches),
-    ]
-
-
-def run_d1_adam(seeds, width, activations=("tanh", "xtanh", "x2tanh"), epochs=(200, 1000)):
-    """D1 again with full-batch Adam (`zhou2022.adam_stage`, the paper's optimiser and settings) instead of
-    gradient flow: a labelled cross-check of whether Adam gives the 2p orientations that the
-    gradient flow does not, with D1's rows at the §D loss rule and at each epoch count
-    (centroids against the initial-stage directions, from the residual at initialisation).
-    Returns (verdicts, records)."""
-    from .. import condensation as cond
-
-    X, y = zhou2022.fig5_data()
-    verdicts, records = [], []
-    for act in activations:
-        p = zhou2022.multiplicity(act)
-        runs = {seed: zhou2022.adam_stage(X, y, act, width, seed, epochs=epochs) for seed in seeds}
-        for k in range(len(epochs) + 1):
-            counts, matches, stops, risks = [], [], [], []
-            for seed, stages in runs.items():
-                r = stages[k]
-                c = cond.condensation(r["W"])
-                counts.append(c)
-                matches.append(zhou2022.centroid_match(r, c, act, X))
-                stops.append(r["t_stop"])
-                risks.append(r["risk"])
-                records.append(_record("D1-Adam", act, seed, r, c, zhou2022.alignment(r, act, X), risk=r["risk"]))
-            at = "R_S ≤ 0.99 R_S(0) at epoch" if k == 0 else "epoch"
-            span = f"{min(stops)}" if min(stops) == max(stops) else f"{min(stops)}–{max(stops)}"
-            label = (f"{act}, Adam lr 5e−4, {_seeds(len(runs))}, {at} {span}, "
-                     f"R_S/R_S(0) {min(risks):.3f}–{max(risks):.3f}")
-            verdicts += _d1_rows("D1-Adam", act, p, counts, matches, label)
-    return verdicts, records
-
-
-def run_d1_init(seeds, width, rtol, activations=("xtanh", "x2tanh"), inits=((2e-4, 1.0), (1e-3, 1.0), (5e-3, 1.0), (1e-3, 10.0), (1e-3, 0.1))):
-    """Is p ≥ 2 winner-take-all an artefact of the initialisation? D1 with σ0 over a 25-fold range
-    (5e−3 is the paper's) and with a scaled by 10 and 0.1 against w: records only (active set,
-    K, median cos of all neurons to the predicted orientations, median ‖w_j‖/max), no verdict."""
-    from .. import condensation as cond
-
-    X, y = zhou2022.fig5_data()
-    records = []
-    for act in activations:
-        for sigma0, a_scale in inits:
-            rows = []
-            for seed in seeds:
-                r = zhou2022.initial_stage(X, y, act, width, seed, rtol, sigma0=sigma0, a_scale=a_scale)
-                c = cond.condensation(r["W"])
-                norms = np.linalg.norm(r["W"], axis=1)
-                rows.append({"seed": seed, "t_stop": r["t_stop"], "stop_rule": r["stop_rule"], "active": c.num_active, "K": c.num_orientations,
-                             "median_cos_all": float(np.nanmedian(zhou2022.alignment(r, act, X))), "median_norm_ratio": float(np.median(norms / norms.max()))})
-            records.append({"experiment": "D1-init", "activation": act, "sigma0": sigma0, "a_scale": a_scale, "runs": rows})
-    return records
-
-
-def run_d2(seeds, width, rtol, activations=("tanh", "sigmoid", "softplus", "xtanh", "x2tanh", "relu"), n=80, d=5):
-    """D2 on the data of Fig. 2 (one dataset per seed; n points in d dimensions, the paper's
-    80 and 5 by default); returns (verdicts, records, heat maps). ReLU (no multiplicity) is
-    recorded only."""
-    from .. import condensation as cond
-
-    verdicts, records, maps = [], [], {}
-    for act in activations:
-        runs = []
-        for seed in seeds:
-            X, y = zhou2022.fig2_data(seed, n, d)
-            r = zhou2022.initial_stage(X, y, act, width, seed, rtol)
-            c = cond.condensation(r["W"])
-            extra = {}
-            if act == "x2tanh":
-                extra["kkt_orientations"] = 2 * len(zhou2022.maxima_p3(X, r["residual"]))
-            runs.append((c, extra))
-            cos = zhou2022.alignment(r, act, X) if act in zhou2022.MULTIPLICITY else None
-            records.append(_record("D2", act, seed, r, c, cos, **extra))
-            maps.setdefault(act, r["W"])
-        K = [c.num_orientations for c, _ in runs]
-        label = f"{act}, d = {d}, {_seeds(len(seeds))}"
-        if act in zhou2022.P1:
-            verdicts.append(zhou2022.one_line_verdict("D2", label, [c.num_lines for c, _ in runs], [c.quality for c, _ in runs]))
-            if act == "tanh":
-                verdicts.append(zhou2022.exact_count_verdict("D2", label, K, {2}, "tanh (σ(0) = 0, odd): the line ±ĝ "
-                                                             "holds two orientations (science_B D2)"))
-        elif act == "xtanh":
-            verdicts.append(zhou2022.exact_count_verdict("D2", label, K, {3, 4}, "x·tanh x (p = 2): 3 or 4 orientations "
-                                                         "on d = 5 (science_B D2)"))
-        elif act == "x2tanh":
-            verdicts.append(zhou2022.two_p_verdict("D2", label, K, 3))
-            verdicts.append(zhou2022.kkt_verdict("D2", label, K, [e["kkt_orientations"] for _, e in runs]))
-    return verdicts, records, maps
-
-
-def run_d3(seed, width, rtol, activations=("tanh", "xtanh", "x2tanh"), later=(0.9, 0.7, 0.5, 0.3), *, sigma0=None,
-           equal_norms=False):
-    """D3: K(t) where the loss has fallen to fractions `later` of R_S(0), on the Fig. 5 data;
-    K must not fall below K(T_stop) (not applicable where K(T_stop) = 0)."""
-    from .. import condensation as cond
-
-    X, y = zhou2022.fig5_data()
-    verdicts, curves = [], {}
-    init = ", equal norms" if equal_norms else ""
-    for act in activations:
-        r = zhou2022.initial_stage(X, y, act, width, seed, rtol, later=later, sigma0=sigma0, equal_norms=equal_norms)
-        K = [cond.condensation(W).num_orientations for W in r["later_W"]]
-        curves[act + init] = {"t_over_t_stop": list(np.asarray(r["later_ts"]) / r["t_stop"]), "K": K, "risk": list(r["later_risk"])}
-        stops = ", ".join(f"{q:.2f}" for q in r["later_risk"])
-        verdicts.append(zhou2022.persistence_verdict("D3", f"{act}{init}, seed {seed}, R_S/R_S(0) = {stops}", K))
-    return verdicts, curves
-
-
-def run_d4(seeds, rtol, later=(0.9, 0.5)):
-    """D4 (Zhou et al., Fig. 3): lines per residual layer at T_stop, against the paper's by-eye
-    counts 3, 2, 1, 1, 1 (= the multiplicities of x²tanh, x·tanh, sigmoid, tanh, softplus), and
-    K ≤ 2p (not applicable where nothing condensed); the records hold the counts where the
-    continued flow reaches the fractions `later` of R_S(0)."""
-    from .. import condensation as cond
-
-    runs = [zhou2022.residual_stage(seed, rtol=rtol, later=later) for seed in seeds]
-    # counts[run][stop][layer]
-    counts = [[[cond.condensation(W) for W in layers] for layers in r["layers"]] for r in runs]
-    verdicts = []
-    for layer, act in enumerate(zhou2022.RESIDUAL_ACTIVATIONS):
-        p = zhou2022.multiplicity(act)
-        label = f"residual layer {layer + 1} ({act}), {_seeds(len(seeds))}"
-        verdicts += [
-            zhou2022.line_count_verdict("D4", label, [c[0][layer].num_lines for c in counts], p),
-            zhou2022.two_p_verdict("D4", label, [c[0][layer].num_orientations for c in counts], p),
-        ]
-    records = [
-        {
-            "experiment": "D4", "seed": seed, "ts": r["ts"], "risk": r["risk"], "stop_rule": r["stop_rule"], "status": r["status"], "num_steps": r["num_steps"],
-            # Per stop (T_stop, then each later fraction reached), per layer.
-            "K": [[x.num_orientations for x in stop] for stop in c],
-            "K_line": [[x.num_lines for x in stop] for stop in c],
-            "active": [[x.num_active for x in stop] for stop in c],
-            "K_all": [[cond.condensation(W, norm_cut=0.0).num_orientations for W in layers] for layers in r["layers"]],
-        }
-        for seed, r, c in zip(seeds, runs, counts)
-    ]
-    maps = {f"layer {k + 1} ({act})": W for k, (act, W) in enumerate(zip(zhou2022.RESIDUAL_ACTIVATIONS, runs[0]["layers"][0]))}
-    return verdicts, records, maps
-
-
-def _record(experiment, activation, seed, r, c, cos=None, **extra):
-    from .. import condensation as cond
-
-    norms = np.linalg.norm(r["W"], axis=1)
-    everyone = cond.condensation(r["W"], norm_cut=0.0)
-    record = {
-        "experiment": experiment,
-        "activation": activation,
-        "seed": seed,
-        "t_stop": r["t_stop"],
-        "stop_rule": r["stop_rule"],
-        "status": r["status"],
-        "num_steps": r["num_steps"],
-        "K": c.num_orientations,
-        "K_line": c.num_lines,
-        "q": c.quality,
-        "active": c.num_active,
-        "robust_K": _robust_counts(r["W"]),
-        # All neurons (norm cut 0): the directions whatever their norms.
-        "K_all": everyone.num_orientations,
-        "K_line_all": everyone.num_lines,
-        "q_all": everyone.quality,
-        "norm_ratio_quantiles_50_90_99": np.quantile(norms / norms.max(), [0.5, 0.9, 0.99]).round(5).tolist(),
-        **extra,
-    }
-    if cos is not None:
-        record["cos_predicted_quantiles_10_50_90"] = np.nanquantile(cos, [0.1, 0.5, 0.9]).round(4).tolist()
-        record["share_cos_predicted_ge_0.99"] = float(np.mean(cos >= 0.99))
-    return record
-
-
-def _robust_counts(W):
-    # K over the robustness grid (rows: cos thresholds, columns: norm cuts).
-    from .. import condensation as cond
-
-    return cond.robustness(W)["num_orientations"].tolist()
+from .command import register_study
 
 
 def _plot_maps(maps, path, title):
@@ -309,16 +92,16 @@ def run(out: Path, quick=False, rtol=1e-6, parts=PARTS) -> list:
     seeds = range(2) if quick else range(10)
     empty = ([], [], {}, {})
     steps = {
-        "D1": lambda: run_d1(seeds, 50 if quick else 100, rtol),
-        "D1-equal": lambda: run_d1(range(2) if quick else range(5), 100 if quick else 400, rtol,
+        "D1": lambda: zhou2022.run_d1(seeds, 50 if quick else 100, rtol),
+        "D1-equal": lambda: zhou2022.run_d1(range(2) if quick else range(5), 100 if quick else 400, rtol,
                                    ("xtanh",) if quick else ("xtanh", "x2tanh"), experiment="D1-equal", sigma0=5e-3,
                                    equal_norms=True),
-        "D2": lambda: (run_d2(range(1), 50, rtol, activations=("tanh",), n=40, d=1) if quick
-                       else run_d2(range(5), 50, rtol)),
-        "D3": lambda: run_d3(0, 50, rtol, activations=("tanh",), later=(0.9, 0.5)) if quick else run_d3(0, 100, rtol),
-        "D4": lambda: ([], [], {}) if quick else run_d4(range(3), rtol),
-        "D1-init": lambda: [] if quick else run_d1_init(range(3), 100, rtol),
-        "D1-Adam": lambda: run_d1_adam(seeds, 50, activations=("x2tanh",)) if quick else run_d1_adam(seeds, 100),
+        "D2": lambda: (zhou2022.run_d2(range(1), 50, rtol, activations=("tanh",), n=40, d=1) if quick
+                       else zhou2022.run_d2(range(5), 50, rtol)),
+        "D3": lambda: zhou2022.run_d3(0, 50, rtol, activations=("tanh",), later=(0.9, 0.5)) if quick else zhou2022.run_d3(0, 100, rtol),
+        "D4": lambda: ([], [], {}) if quick else zhou2022.run_d4(range(3), rtol),
+        "D1-init": lambda: [] if quick else zhou2022.run_d1_init(range(3), 100, rtol),
+        "D1-Adam": lambda: zhou2022.run_d1_adam(seeds, 50, activations=("x2tanh",)) if quick else zhou2022.run_d1_adam(seeds, 100),
     }
     got = {name: steps[name]() if name in parts else None for name in PARTS}
     d1, equal, d2, d3, d4 = (got[k] or empty for k in ("D1", "D1-equal", "D2", "D3", "D4"))
@@ -344,5 +127,5 @@ def run(out: Path, quick=False, rtol=1e-6, parts=PARTS) -> list:
 
 
 def register(subparsers):
-    verdicts_io.register_study(subparsers, "condensation", "Zhou et al. 2022: condensed orientations (D1–D4)", run,
+    register_study(subparsers, "condensation", "Zhou et al. 2022: condensed orientations (D1–D4)", run,
                                "results/condensation", parts=PARTS)

@@ -20,6 +20,7 @@ import numpy as np
 from .. import _toml
 from ..flow import SOLVERS
 from ..losses import LOSSES
+from . import figures
 
 
 @dataclass(frozen=True)
@@ -158,9 +159,8 @@ def run(cfg: RunConfig, out: Path, progress: bool = False) -> dict:
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(_strict(summary), indent=2, allow_nan=False))
-    _plot(traj, final, v_sign, cfg.t1, out / "flow.png")
+    figures.run_figure(traj, final, v_sign, cfg.t1, out / "flow.png")
     return summary
-
 
 
 def _strict(value):
@@ -190,39 +190,6 @@ STOP_HINTS = {
     "failed": "the solver failed (see gflow.status)",
     "stalled": "the switching solve stopped making progress; rerun with a looser --rtol (plain solve)",
 }
-
-
-def _plot(traj, final, v_sign, t1, path):
-    """Loss and cosines at the save times reached and at t_final (`final`: their values there);
-    a run that stopped before t1 is drawn on [0, t1] with the stop marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t_stop = float(traj.t_final)
-    reached = np.asarray(traj.ts) <= t_stop
-    ts = np.append(np.asarray(traj.ts)[reached], t_stop)
-
-    def series(saved, at_stop):
-        return np.concatenate([np.asarray(saved)[reached], np.asarray(at_stop)[None]])
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.semilogy(ts, series(traj.loss, final["loss"]))
-    ax1.set(xlabel="t", ylabel="L(θ(t))", title="loss")
-    for name, ls in (("cos_plus", "-"), ("cos_minus", ":")):
-        cos = series(traj.observables[name], final[name])
-        for j in range(cos.shape[1]):
-            ax2.plot(ts, cos[:, j], ls, color="C0" if v_sign[j] > 0 else "C3", lw=0.6)
-    ax2.set(xlabel="t", ylabel="cos(w_j, x̄_±)", title="alignment (solid x̄₊, dotted x̄₋; blue v>0)")
-    if not bool(traj.ok):
-        for ax in (ax1, ax2):
-            ax.set_xlim(0.0, t1)
-            ax.axvline(t_stop, color="k", ls="--", lw=1)
-        fig.suptitle(f"stopped at t = {t_stop:.4g} of {t1:g}: {traj.status}", color="C3")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def register(subparsers):

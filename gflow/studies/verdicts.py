@@ -8,8 +8,9 @@ Every study command writes into its output directory
   package versions, wall time, UTC date; `manifest`),
 
 and exits by one rule (`exit_status`): 1 if any row is ``fail`` or a *headline* row is
-``not-applicable``, else 0. A not-applicable row says that the claim's premise was absent (no
-neuron condensed, so there is nothing to count); it never passes. It fails the exit only on a
+``not-applicable``, else 0 (the command itself is `gflow.studies.command.register_study`).
+A not-applicable row says that the claim's premise was absent (no neuron condensed, so there is
+nothing to count); it never passes. It fails the exit only on a
 headline row, the claim the study exists to test; other not-applicable rows are listed under the
 table (`markdown_table`) so that they cannot pass silently.
 
@@ -21,7 +22,6 @@ us; such a row reports the measured ratio to it and is not a theorem check).
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import time
@@ -109,23 +109,13 @@ def check(experiment, claim, quantity, measured, criterion, passed, *, basis, un
                    bool(headline), dict(details or {}))
 
 
-# Studies still being migrated (boursier, kumar_haupt, hinge_meanfield) build dict rows with
-# `verdict`; `_as_verdict` reads them as pilot-basis rows until they construct Verdicts with `check`.
-def verdict(experiment, claim, measured, predicted, tolerance, passed):
-    """A row in the pre-`Verdict` dict form (transitional, see above)."""
-    return {"experiment": experiment, "claim": claim, "measured": measured, "predicted": predicted,
-            "tolerance": tolerance, "pass": bool(passed)}
-
-
-def _as_verdict(v) -> Verdict:
-    if isinstance(v, Verdict):
-        return v
-    return Verdict(v["experiment"], v["claim"], v["claim"], _scalar(v["measured"]), None,
-                   f"{v['predicted']}, {v['tolerance']}", "pilot", "pass" if v["pass"] else "fail")
-
-
-def _scalar(x):
-    return x if isinstance(x, (float, int, str)) or x is None else str(x)
+def _rows(verdicts) -> list:
+    """`verdicts` as a list, TypeError on anything that is not a `Verdict` (build rows with `check`)."""
+    rows = list(verdicts)
+    for v in rows:
+        if not isinstance(v, Verdict):
+            raise TypeError(f"a study's rows are Verdicts (built by check), got {type(v).__name__}: {v!r}")
+    return rows
 
 
 def _cell(x):
@@ -136,7 +126,7 @@ def _cell(x):
 
 def markdown_table(verdicts) -> str:
     """The rows as a markdown table, then one line per not-applicable row with its reason."""
-    rows = [_as_verdict(v) for v in verdicts]
+    rows = _rows(verdicts)
     lines = ["| exp | claim | quantity | measured | uncertainty | criterion | basis | outcome |",
              "|---|---|---|---|---|---|---|---|"]
     for v in rows:
@@ -199,7 +189,7 @@ def write(out: Path, verdicts, summary, *, seeds=(), wall_seconds=None):
     """verdicts.json, verdicts.md, summary.json and manifest.json (`manifest`) in `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [v.to_json() if isinstance(v, Verdict) else v for v in verdicts]
+    rows = [v.to_json() for v in _rows(verdicts)]
     (out / "verdicts.json").write_text(json.dumps(rows, indent=2, default=jsonable))
     (out / "verdicts.md").write_text(markdown_table(verdicts))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=jsonable))
@@ -216,60 +206,8 @@ def read(out: Path) -> list:
 def exit_status(verdicts) -> int:
     """The exit rule of every study command: 1 if any row fails or a headline row is not
     applicable (its premise absent: the study did not test its claim), 0 otherwise."""
-    rows = [_as_verdict(v) for v in verdicts]
+    rows = _rows(verdicts)
     bad = any(v.outcome == "fail" or (v.headline and v.outcome == "not-applicable") for v in rows)
     return 1 if bad else 0
 
 
-def parse_parts(value, names) -> tuple:
-    """The parts of a study named in `value` (comma-separated, in the order given; None: all of
-    `names`). ValueError on a name not in `names` or an empty list."""
-    if value is None:
-        return tuple(names)
-    got = tuple(name.strip() for name in value.split(","))
-    bad = [name for name in got if name not in names]
-    if bad or not got:
-        raise ValueError(f"--parts takes comma-separated names of {', '.join(names)}, got {value!r}")
-    return got
-
-
-def register_study(subparsers, name, help, run, default_out, *, rtol=True, quick=True, parts=None, options=None):
-    """The `gflow NAME` subcommand of a study, the one idiom of every study command.
-
-    Options: --out DIR (default `default_out`); --rtol R, the solver's relative tolerance
-    (default `rtol`, 1e-6 when True; no option when False or None); --quick when `quick`;
-    --parts A,B,… when `parts` (the tuple of the study's part names; `run` gets `parts=` the
-    chosen names, `parse_parts`, all of them by default); and whatever `options(parser)` adds.
-    The command calls `run(out, **kwargs)`, kwargs being every other parsed option by its dest
-    name (quick=, rtol=, parts=, the study's own), which returns the Verdicts (and writes them
-    with `write`); it prints `markdown_table` and returns `exit_status`. A bad option value
-    raises ValueError (`gflow.cli` prints it and exits 2)."""
-    p = subparsers.add_parser(name, help=help)
-    if quick:
-        p.add_argument("--quick", action="store_true", help="small version in about a minute")
-    if rtol is not None and rtol is not False:
-        default = 1e-6 if rtol is True else float(rtol)
-        p.add_argument("--rtol", type=float, default=default, help=f"solver rtol (default {default:g})")
-    if parts:
-        p.add_argument("--parts", type=str, help=f"comma-separated subset of {','.join(parts)} (default: all)")
-    p.add_argument("--out", type=Path, default=Path(default_out), help=f"output directory (default {default_out})")
-    if options is not None:
-        options(p)
-
-    def main(args) -> int:
-        import jax
-
-        kwargs = {k: v for k, v in vars(args).items() if k not in ("func", "command", "out")}
-        if "rtol" in kwargs and not 0 < kwargs["rtol"] < 1e-3:
-            raise ValueError(f"--rtol must lie in (0, 1e-3), got {kwargs['rtol']}")
-        if parts:
-            kwargs["parts"] = parse_parts(kwargs["parts"], parts)
-        # Compiled solves persist across runs (the tests' cache when run from the repository root).
-        jax.config.update("jax_compilation_cache_dir", os.environ.get("GFLOW_JAX_CACHE", ".jax_cache"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-        verdicts = run(args.out, **kwargs)
-        print(markdown_table(verdicts))
-        print(f"wrote {args.out}/verdicts.json, verdicts.md, summary.json, manifest.json and figures")
-        return exit_status(verdicts)
-
-    p.set_defaults(func=main)

@@ -13,6 +13,8 @@ The third part holds the flows those rows are read from: the lanes of one data s
 loss and phase per lane) solved by the continuous-batching pool `gflow.batching.solve_batch` in
 phases (to the alignment event, to the escape event L ≤ L(0)/2, then free to t_late), and the
 builders that turn the lanes into rows (`synthetic_verdicts`, `n_verdicts`, `real_verdicts`).
+The last part holds the grids of `gflow align` (`synthetic_specs`, `n_specs`; run by
+`run_synthetic`, `run_n_scaling`) and their netCDF results file (`to_dataset`, `write_results`).
 """
 
 import functools
@@ -615,3 +617,82 @@ def run_real(cfg, name):
         mu_hat=np.array([data.separation(X, y) for X, y in sets]),
         wall_seconds=time.perf_counter() - start,
     )
+
+
+# ----------------------------------------------------------------------------- experiments
+# ----------------------------------------------------------------------------- the grids of `gflow align` and their results file
+def synthetic_specs(cfg):
+    """Lanes of the n = cfg.n grids: μ-scaling (exponential loss), the 2·logistic loss at
+    μ = cfg.mu, and ε-scaling (which reuses the μ = cfg.mu, ε = cfg.init_scale lanes)."""
+    specs = [dict(experiment="mu", n=cfg.n, mu=mu, eps=cfg.init_scale, seed=s, logistic=False)
+             for mu in cfg.mus for s in cfg.seeds]
+    specs += [dict(experiment="logistic", n=cfg.n, mu=cfg.mu, eps=cfg.init_scale, seed=s, logistic=True)
+              for s in cfg.seeds]
+    specs += [
+        dict(experiment="eps", n=cfg.n, mu=cfg.mu, eps=eps, seed=s, logistic=False)
+        for eps in cfg.eps_grid
+        if not (eps == cfg.init_scale and cfg.mu in cfg.mus)
+        for s in cfg.seeds
+    ]
+    return specs
+
+
+def n_specs(cfg):
+    """Lanes of the n-scaling grid (μ = cfg.mu, d = n + 1, sum-reduced exponential loss). The
+    1/n-scaled loss needs no lanes of its own: L/n is the time change t → t/n, so its t_align
+    is exactly n·t_align."""
+    return [dict(experiment="n", n=n, mu=cfg.mu, eps=cfg.init_scale, seed=s, logistic=False)
+            for n in cfg.ns for s in cfg.seeds]
+
+
+def _bound(specs):
+    return t_align_bound([s["n"] for s in specs], [s["mu"] for s in specs])
+
+
+def _run_grid(cfg, specs, t_late=None):
+    """The lanes of `specs`, aligned within twice their bound (so that ratios up to 2 are measured)."""
+    out = run_lanes(cfg, specs, 2 * _bound(specs), t_late=t_late)
+    out["bound"] = _bound(specs)
+    out["specs"] = specs
+    return out
+
+
+def run_synthetic(cfg):
+    out = _run_grid(cfg, synthetic_specs(cfg), t_late=cfg.t_late)
+    out["escape_slope_pred"] = np.array([escape_slope(X, y) for X, y in out["data"]])
+    out["class_cosine"] = np.array([class_cosine(X, y) for X, y in out["data"]])
+    return out
+
+
+def run_n_scaling(cfg):
+    return _run_grid(cfg, n_specs(cfg))
+
+
+def to_dataset(out):
+    """One experiment's lanes as an xarray Dataset: per-lane scalars on dim `lane`, traces on
+    (`lane`, `save`[, `neuron`[, `class`]])."""
+    import xarray as xr
+
+    specs = out["specs"]
+    coords = {key: ("lane", np.array([float(s.get(key, np.nan)) for s in specs]))
+              for key in ("n", "mu", "eps", "seed")}
+    coords["loss_name"] = ("lane", np.array(["logistic" if s.get("logistic") else "exponential" for s in specs]))
+    coords["experiment"] = ("lane", np.array([s["experiment"] for s in specs]))
+    data_vars = {k: ("lane", np.asarray(v)) for k, v in out.items()
+                 if isinstance(v, np.ndarray) and v.shape == (len(specs),)}
+    dims = {2: ("lane", "save"), 3: ("lane", "save", "neuron"), 4: ("lane", "save", "neuron", "class")}
+    for k, v in out["trace"].items():
+        if k == "energy":
+            data_vars["energy"] = (("lane", "save", "group"), v)
+        else:
+            data_vars[f"trace_{k}"] = (dims[v.ndim], v)
+    ds = xr.Dataset(data_vars, coords=coords)
+    ds.attrs["wall_seconds"] = float(out["wall_seconds"])
+    ds.attrs.update({f"pool_{k}": v for k, v in out.get("pool", {}).items()})
+    return ds
+
+
+def write_results(path, datasets):
+    path.unlink(missing_ok=True)
+    for group, ds in datasets.items():
+        ds.to_netcdf(path, group=group, engine="h5netcdf", mode="a")

@@ -19,6 +19,8 @@ The last part holds the models, data and flows (`escape`: from δ·u0 to ‖θ�
 a log grid until L falls to a level) of experiments C1–C4 (`gflow kumar-haupt`) and the
 criteria of their verdict rows (`c1_c2_verdicts`, `c2_order3_verdicts`, `c3_verdicts`,
 `c4_verdicts`): pure functions of the measurements, so that a test can feed them wrong inputs.
+The experiments themselves (`c1_c2_single_layer`, `c2_two_layer`, `c3_sparsity`, `c4_saddles`:
+the flows, their measurements and rows) close the module.
 """
 
 import functools
@@ -502,3 +504,162 @@ def through(model, p0, X, y, t1, *, level=-1.0, num_saves=400, observables=None)
     args = {"X": jnp.asarray(X), "y": jnp.asarray(y), "level": jnp.asarray(float(level))}
     return simulate(sum_square(model), p0, t1, saveat=ts, rtol=RTOL, event=_loss_reaches(model),
                     args=args, save_params=False, observables=observables, max_steps=500_000)
+
+
+# ----------------------------------------------------------------------------- the experiments C1–C4 (flows and measurements)
+def c1_c2_single_layer(deltas, width=10, seed=0):
+    """C1 and C2 (L = 2) on the toy data with the single-layer squared ReLU."""
+    X, y = toy_data()
+    model = models.single_layer
+    u0 = unit_init(jax.random.PRNGKey(seed), {"W": (width, 2)})
+    N = ncf(model, X, correlation_labels("square", y))
+    u_star, residual, _ = spherical_flow(N, u0)
+    n_star = float(N(u_star))
+    angles_star = np.degrees(np.arctan2(u_star["W"][:, 1], u_star["W"][:, 0]))
+    rows = []
+    for delta in deltas:
+        traj = escape(model, u0, delta, X, y, n_star=n_star)
+        W = np.asarray(traj.final_params["W"])
+        norms = np.linalg.norm(W, axis=1)
+        big = norms >= 1e-2 * norms.max()
+        angle_err = np.abs(np.degrees(np.arctan2(W[:, 1], W[:, 0])) - angles_star)[big]
+        phi = leading_order(N, u0, RHO / delta)
+        rows.append({"delta": delta, "t_esc": float(traj.t_event),
+                     "one_minus_cos": 1 - cosine(traj.final_params, u_star),
+                     "leading_order": 1 - cosine(phi, u_star),
+                     "max_angle_err_deg": float(np.max(angle_err)), "status": str(traj.status),
+                     "W": W})
+    verdicts = c1_c2_verdicts(rows, n_star, details={"kkt_residual": residual, "N_star": n_star,
+                                                    "kkt_angles_deg": angles_star})
+    return verdicts, {"rows": rows, "u0": u0, "u_star": u_star, "n_star": n_star}
+
+
+def c2_two_layer(deltas, width=10, seed=0):
+    """C2 (L = 3): t_esc ∝ δ^{−1} from a random w0, and t_esc → (δ^{−1} − ρ^{−1})/(3N*) from
+    w0 = u*."""
+    X, y = toy_data()
+    model = two_layer_relu2
+    u0 = unit_init(jax.random.PRNGKey(seed), {"W": (width, 2), "v": (width,)})
+    N = ncf(model, X, correlation_labels("square", y))
+    u_star, residual, _ = spherical_flow(N, u0)
+    n_star = float(N(u_star))
+    t_rand = [float(escape(model, u0, dl, X, y, order=3, n_star=n_star).t_event) for dl in deltas]
+    t_star = [float(escape(model, u_star, dl, X, y, order=3, n_star=n_star).t_event)
+              for dl in deltas]
+    predicted = [escape_time(n_star, 3, dl, RHO) for dl in deltas]
+    verdicts = c2_order3_verdicts(deltas, t_rand, t_star, predicted,
+                                  details={"N_star": n_star, "kkt_residual": residual})
+    return verdicts, {"deltas": list(deltas), "t_rand": t_rand, "t_star": t_star,
+                      "predicted": predicted}
+
+
+def c3_sparsity(deltas, width=20, seed=0, rho=0.1, small=0.05, delta_ref=1e-6, plateau_tol=0.01):
+    """C3: the neurons small at escape stay O(δ) while the flow reaches the first saddle.
+
+    Two-layer ReLU² (L = 3) on `c3_data`, w(0) = δ·w0. At escape (‖θ‖ = ρ) the set Z holds the
+    neurons with ‖θ_j‖ < `small`·max_j ‖θ_j‖. For L = 3 they grow like ṙ = 3N_r r² under the
+    residual NCF, so they blow up after a time ∝ 1/δ and end the plateau; "through the plateau"
+    is therefore measured from escape to the plateau's midpoint in time (the plateau is
+    [first L ≤ (1+tol)L_sad, first L ≤ (1−tol)L_sad]), where r(t)/r(t_esc) is bounded
+    independently of δ. References for the plateau level, both without the small neurons: the
+    flow from δ'·u* (u* the KKT point reached from w0, which is sparse) run past its escape, and
+    the flow of the pruned net (Z set to exactly 0 at escape, where the flow keeps it) run to
+    its limit.
+    """
+    X, y = c3_data()
+    model = two_layer_relu2
+    u0 = unit_init(jax.random.PRNGKey(seed), {"W": (width, X.shape[1]), "v": (width,)})
+    N = ncf(model, X, correlation_labels("square", y))
+    u_star, residual, _ = spherical_flow(N, u0)
+    n_star = float(N(u_star))
+    t_ref = escape_time(n_star, 3, delta_ref, rho)
+    ref = through(model, jax.tree.map(lambda x: delta_ref * x, u_star), X, y, 2 * t_ref)
+    l_ref = float(ref.final_loss)
+    rows = []
+    for delta in deltas:
+        esc = escape(model, u0, delta, X, y, rho=rho, order=3, n_star=n_star)
+        norms = np.asarray(neuron_norms(esc.final_params))
+        in_z = norms < small * norms.max()
+        pruned = jax.tree.map(lambda x: jnp.where(in_z.reshape((-1,) + (1,) * (x.ndim - 1)), 0.0, x),
+                              esc.final_params)
+        l_pruned = float(through(model, pruned, X, y, 20.0).final_loss)
+        t_esc = float(esc.t_event)
+        leave = through(model, jax.tree.map(lambda x: delta * x, u0), X, y, 20 * t_esc,
+                        level=(1 - plateau_tol) * l_ref, num_saves=1000,
+                        observables={"norms": neuron_norms})
+        ts, loss = np.asarray(leave.ts), np.asarray(leave.loss)
+        z_ratio = np.max(np.asarray(leave.observables["norms"])[:, in_z], axis=1) / delta
+        t_in = float(ts[np.argmax(loss <= (1 + plateau_tol) * l_ref)])
+        t_out = float(leave.t_event)
+        plateau = (ts >= t_in) & (ts < t_out)
+        window = (ts >= t_esc) & (ts <= 0.5 * (t_in + t_out))
+        rows.append({"delta": delta, "t_esc": t_esc, "t_in": t_in, "t_out": t_out,
+                     "num_z": int(in_z.sum()), "z_at_escape": float(z_ratio[np.argmax(ts >= t_esc)]),
+                     "z_max_to_mid": float(np.max(z_ratio[window])) if window.any() else np.nan,
+                     "plateau_level": float(np.median(loss[plateau])) if plateau.any() else np.nan,
+                     "pruned_level": l_pruned, "status": str(leave.status),
+                     "steps": int(leave.num_accepted_steps), "ts": ts, "loss": loss,
+                     "z_ratio": z_ratio})
+    verdicts = c3_verdicts(rows, l_ref, width, delta_ref, details={
+        "N_star": n_star, "kkt_residual": residual,
+        "u_star_neurons": int(np.sum(np.asarray(neuron_norms(u_star)) > 1e-3))})
+    return verdicts, {"rows": rows, "L_ref": l_ref}
+
+
+def c4_saddles(deltas, u0, u_star, plateau_tol=0.01, num_starts=64, seed=1):
+    """C4: the single-layer toy's loss goes ½‖y‖² → first saddle → 0.
+
+    Reference saddle level, computed without the multi-neuron flow: neurons that share a
+    direction keep sharing it (their gradients are parallel), so the flow that leaves the origin
+    along u* (whose large neurons share one direction) is a one-neuron flow; a single neuron
+    cannot split, so its limit from ρ·û* is the first saddle (run as the m-neuron net with the
+    other neurons at exactly 0, where the flow keeps them). `u_star` is the KKT point reached from
+    `u0` (the C1 start). Plateau: [first L ≤ (1+tol)·L_sad, first L ≤ (1−tol)·L_sad].
+
+    The residual NCF N_r(u) = (y − H(X; saddle))ᵀH(X; u) of the separable net is a sum of
+    one-neuron NCFs, so its second-order positive KKT points are the blocks whose nonzero neurons
+    share one local maximiser of the one-neuron N_r on the circle. Those maximisers come from
+    `kkt_points` (`num_starts` random starts, seeded by `seed`, none from the flow; each
+    checked for the KKT residual and the tangent Hessian). At the second drop (L = (1−tol)L_sad)
+    the neurons small at escape (w_z) are compared with them: the block's cosine to the nearest
+    KKT point and each neuron's (≥ 1% of the block's largest) cosine to its nearest maximiser.
+    """
+    X, y = toy_data()
+    model = models.single_layer
+    Us = np.asarray(u_star["W"])
+    lead = np.argmax(np.linalg.norm(Us, axis=1))
+    one = np.zeros_like(Us)
+    one[lead] = RHO * Us[lead] / np.linalg.norm(Us[lead])
+    saddle = through(model, {"W": jnp.asarray(one)}, X, y, 1e3)
+    l_sad = float(saddle.final_loss)
+    Nr = ncf(model, X, y - np.asarray(model(saddle.final_params, X)))
+    kkt = kkt_points(Nr, {"W": jnp.zeros((1, 2))}, jax.random.PRNGKey(seed), num_starts=num_starts)
+    directions = np.stack([np.asarray(k["u"]["W"][0]) for k in kkt])
+    rows = []
+    for delta in deltas:
+        esc = escape(model, u0, delta, X, y, rho=0.5)
+        norms = np.linalg.norm(np.asarray(esc.final_params["W"]), axis=1)
+        small = norms < 0.05 * norms.max()
+        t_hor = float(esc.t_event) + 20.0
+        p0 = jax.tree.map(lambda x: delta * x, u0)
+        entry = through(model, p0, X, y, t_hor, level=(1 + plateau_tol) * l_sad)
+        leave = through(model, p0, X, y, t_hor, level=(1 - plateau_tol) * l_sad)
+        ts, loss = np.asarray(leave.ts), np.asarray(leave.loss)
+        in_plateau = (ts >= float(entry.t_event)) & np.isfinite(loss)
+        reached = str(entry.status) == "event" and str(leave.status) == "event"
+        block = np.asarray(leave.final_params["W"])[small]
+        cos_block, cos_neurons = neuron_alignment(block, directions) if small.any() else (np.nan, [])
+        rows.append({"delta": delta, "reached": reached,
+                     "plateau_level": float(np.median(loss[in_plateau])) if in_plateau.any() else np.nan,
+                     "t_in": float(entry.t_event), "t_out": float(leave.t_event),
+                     "duration": float(leave.t_event - entry.t_event), "num_small": int(small.sum()),
+                     "cos_block": cos_block, "cos_neurons": np.asarray(cos_neurons), "block": block,
+                     "ts": ts, "loss": loss})
+    # the whole curve, through the second drop, for the figure
+    full = through(model, jax.tree.map(lambda x: deltas[-1] * x, u0), X, y, t_hor)
+    kkt_details = {"kkt_directions_deg": np.degrees(np.arctan2(directions[:, 1], directions[:, 0])),
+                   "kkt_values": [k["N"] for k in kkt], "kkt_residuals": [k["residual"] for k in kkt],
+                   "kkt_hits": [k["hits"] for k in kkt], "num_starts": num_starts}
+    verdicts = c4_verdicts(rows, l_sad, float(0.5 * np.sum(y**2)), kkt_details)
+    return verdicts, {"rows": rows, "L_sad": l_sad, "directions": directions,
+                      "full": (np.asarray(full.ts), np.asarray(full.loss))}

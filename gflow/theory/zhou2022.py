@@ -19,7 +19,10 @@ The second part holds the criteria of the `gflow condensation` rows; the third t
 are read from: the data of Figs. 2, 3 and 5, the initial stage of science_B §D
 (`initial_stage`, `residual_stage`: gradient flow of R_S to T_stop, the first time
 R_S ≤ 0.99·R_S(0), `flow_stages`), the Adam cross-check (`adam_stage`) and the cosine of every
-neuron to its predicted orientation (`alignment`, `centroid_match`).
+neuron to its predicted orientation (`alignment`, `centroid_match`). The last part runs the
+experiments D1–D4 of `gflow condensation` (`run_d1`, `run_d1_adam`, `run_d1_init`, `run_d2`,
+`run_d3`, `run_d4`): the flows, their counts (`gflow.condensation`), the rows and the per-run
+records (`_record`).
 """
 
 import numpy as np
@@ -475,3 +478,221 @@ def residual_stage(seed, width=18, sigma0=0.01, rtol=1e-6, t1=1e9, later=()):
         "status": status,
         "num_steps": steps,
     }
+
+
+# ----------------------------------------------------------------------------- the experiments D1–D4 (flows, counts, rows)
+def run_d1(seeds, width, rtol, activations=("tanh", "xtanh", "x2tanh"), *, experiment="D1", sigma0=None,
+           equal_norms=False):
+    """D1 on the data of Fig. 5 (`initial_stage` with `sigma0`, `equal_norms`); returns (verdicts,
+    per-run records, weights for heat maps, (norm ratio, alignment) of all neurons per activation
+    for the direction figure). Rows per activation: K_line = p, K ≤ 2p (the headline of D1; not
+    applicable where nothing condensed), centroids on the predicted directions."""
+    from .. import condensation as cond
+
+    X, y = fig5_data()
+    verdicts, records, maps, directions = [], [], {}, {}
+    for act in activations:
+        p = multiplicity(act)
+        counts, matches = [], []
+        for seed in seeds:
+            r = initial_stage(X, y, act, width, seed, rtol, sigma0=sigma0, equal_norms=equal_norms)
+            c = cond.condensation(r["W"])
+            cos = alignment(r, act, X)
+            counts.append(c)
+            matches.append(centroid_match(r, c, act, X))
+            records.append(_record(experiment, act, seed, r, c, cos))
+            maps.setdefault(act, r["W"])
+            norms = np.linalg.norm(r["W"], axis=1)
+            ratio, aligned = directions.get(act, ((), ()))
+            directions[act] = (np.concatenate([ratio, norms / norms.max()]), np.concatenate([aligned, cos]))
+        verdicts += _d1_rows(experiment, act, p, counts, matches, f"{act}, {_seeds(len(seeds))}")
+    return verdicts, records, maps, directions
+
+
+def _seeds(count):
+    return f"{count} seed" + ("s" if count != 1 else "")
+
+
+def _d1_rows(experiment, act, p, counts, matches, label):
+    return [
+        line_count_verdict(experiment, label, [c.num_lines for c in counts], p),
+        two_p_verdict(experiment, label, [c.num_orientations for c in counts], p, headline=experiment == "D1"),
+        centroid_verdict(experiment, label, matches),
+    ]
+
+
+def run_d1_adam(seeds, width, activations=("tanh", "xtanh", "x2tanh"), epochs=(200, 1000)):
+    """D1 again with full-batch Adam (`adam_stage`, the paper's optimiser and settings) instead of
+    gradient flow: a labelled cross-check of whether Adam gives the 2p orientations that the
+    gradient flow does not, with D1's rows at the §D loss rule and at each epoch count
+    (centroids against the initial-stage directions, from the residual at initialisation).
+    Returns (verdicts, records)."""
+    from .. import condensation as cond
+
+    X, y = fig5_data()
+    verdicts, records = [], []
+    for act in activations:
+        p = multiplicity(act)
+        runs = {seed: adam_stage(X, y, act, width, seed, epochs=epochs) for seed in seeds}
+        for k in range(len(epochs) + 1):
+            counts, matches, stops, risks = [], [], [], []
+            for seed, stages in runs.items():
+                r = stages[k]
+                c = cond.condensation(r["W"])
+                counts.append(c)
+                matches.append(centroid_match(r, c, act, X))
+                stops.append(r["t_stop"])
+                risks.append(r["risk"])
+                records.append(_record("D1-Adam", act, seed, r, c, alignment(r, act, X), risk=r["risk"]))
+            at = "R_S ≤ 0.99 R_S(0) at epoch" if k == 0 else "epoch"
+            span = f"{min(stops)}" if min(stops) == max(stops) else f"{min(stops)}–{max(stops)}"
+            label = (f"{act}, Adam lr 5e−4, {_seeds(len(runs))}, {at} {span}, "
+                     f"R_S/R_S(0) {min(risks):.3f}–{max(risks):.3f}")
+            verdicts += _d1_rows("D1-Adam", act, p, counts, matches, label)
+    return verdicts, records
+
+
+def run_d1_init(seeds, width, rtol, activations=("xtanh", "x2tanh"), inits=((2e-4, 1.0), (1e-3, 1.0), (5e-3, 1.0), (1e-3, 10.0), (1e-3, 0.1))):
+    """Is p ≥ 2 winner-take-all an artefact of the initialisation? D1 with σ0 over a 25-fold range
+    (5e−3 is the paper's) and with a scaled by 10 and 0.1 against w: records only (active set,
+    K, median cos of all neurons to the predicted orientations, median ‖w_j‖/max), no verdict."""
+    from .. import condensation as cond
+
+    X, y = fig5_data()
+    records = []
+    for act in activations:
+        for sigma0, a_scale in inits:
+            rows = []
+            for seed in seeds:
+                r = initial_stage(X, y, act, width, seed, rtol, sigma0=sigma0, a_scale=a_scale)
+                c = cond.condensation(r["W"])
+                norms = np.linalg.norm(r["W"], axis=1)
+                rows.append({"seed": seed, "t_stop": r["t_stop"], "stop_rule": r["stop_rule"], "active": c.num_active, "K": c.num_orientations,
+                             "median_cos_all": float(np.nanmedian(alignment(r, act, X))), "median_norm_ratio": float(np.median(norms / norms.max()))})
+            records.append({"experiment": "D1-init", "activation": act, "sigma0": sigma0, "a_scale": a_scale, "runs": rows})
+    return records
+
+
+def run_d2(seeds, width, rtol, activations=("tanh", "sigmoid", "softplus", "xtanh", "x2tanh", "relu"), n=80, d=5):
+    """D2 on the data of Fig. 2 (one dataset per seed; n points in d dimensions, the paper's
+    80 and 5 by default); returns (verdicts, records, heat maps). ReLU (no multiplicity) is
+    recorded only."""
+    from .. import condensation as cond
+
+    verdicts, records, maps = [], [], {}
+    for act in activations:
+        runs = []
+        for seed in seeds:
+            X, y = fig2_data(seed, n, d)
+            r = initial_stage(X, y, act, width, seed, rtol)
+            c = cond.condensation(r["W"])
+            extra = {}
+            if act == "x2tanh":
+                extra["kkt_orientations"] = 2 * len(maxima_p3(X, r["residual"]))
+            runs.append((c, extra))
+            cos = alignment(r, act, X) if act in MULTIPLICITY else None
+            records.append(_record("D2", act, seed, r, c, cos, **extra))
+            maps.setdefault(act, r["W"])
+        K = [c.num_orientations for c, _ in runs]
+        label = f"{act}, d = {d}, {_seeds(len(seeds))}"
+        if act in P1:
+            verdicts.append(one_line_verdict("D2", label, [c.num_lines for c, _ in runs], [c.quality for c, _ in runs]))
+            if act == "tanh":
+                verdicts.append(exact_count_verdict("D2", label, K, {2}, "tanh (σ(0) = 0, odd): the line ±ĝ "
+                                                             "holds two orientations (science_B D2)"))
+        elif act == "xtanh":
+            verdicts.append(exact_count_verdict("D2", label, K, {3, 4}, "x·tanh x (p = 2): 3 or 4 orientations "
+                                                         "on d = 5 (science_B D2)"))
+        elif act == "x2tanh":
+            verdicts.append(two_p_verdict("D2", label, K, 3))
+            verdicts.append(kkt_verdict("D2", label, K, [e["kkt_orientations"] for _, e in runs]))
+    return verdicts, records, maps
+
+
+def run_d3(seed, width, rtol, activations=("tanh", "xtanh", "x2tanh"), later=(0.9, 0.7, 0.5, 0.3), *, sigma0=None,
+           equal_norms=False):
+    """D3: K(t) where the loss has fallen to fractions `later` of R_S(0), on the Fig. 5 data;
+    K must not fall below K(T_stop) (not applicable where K(T_stop) = 0)."""
+    from .. import condensation as cond
+
+    X, y = fig5_data()
+    verdicts, curves = [], {}
+    init = ", equal norms" if equal_norms else ""
+    for act in activations:
+        r = initial_stage(X, y, act, width, seed, rtol, later=later, sigma0=sigma0, equal_norms=equal_norms)
+        K = [cond.condensation(W).num_orientations for W in r["later_W"]]
+        curves[act + init] = {"t_over_t_stop": list(np.asarray(r["later_ts"]) / r["t_stop"]), "K": K, "risk": list(r["later_risk"])}
+        stops = ", ".join(f"{q:.2f}" for q in r["later_risk"])
+        verdicts.append(persistence_verdict("D3", f"{act}{init}, seed {seed}, R_S/R_S(0) = {stops}", K))
+    return verdicts, curves
+
+
+def run_d4(seeds, rtol, later=(0.9, 0.5)):
+    """D4 (Zhou et al., Fig. 3): lines per residual layer at T_stop, against the paper's by-eye
+    counts 3, 2, 1, 1, 1 (= the multiplicities of x²tanh, x·tanh, sigmoid, tanh, softplus), and
+    K ≤ 2p (not applicable where nothing condensed); the records hold the counts where the
+    continued flow reaches the fractions `later` of R_S(0)."""
+    from .. import condensation as cond
+
+    runs = [residual_stage(seed, rtol=rtol, later=later) for seed in seeds]
+    # counts[run][stop][layer]
+    counts = [[[cond.condensation(W) for W in layers] for layers in r["layers"]] for r in runs]
+    verdicts = []
+    for layer, act in enumerate(RESIDUAL_ACTIVATIONS):
+        p = multiplicity(act)
+        label = f"residual layer {layer + 1} ({act}), {_seeds(len(seeds))}"
+        verdicts += [
+            line_count_verdict("D4", label, [c[0][layer].num_lines for c in counts], p),
+            two_p_verdict("D4", label, [c[0][layer].num_orientations for c in counts], p),
+        ]
+    records = [
+        {
+            "experiment": "D4", "seed": seed, "ts": r["ts"], "risk": r["risk"], "stop_rule": r["stop_rule"], "status": r["status"], "num_steps": r["num_steps"],
+            # Per stop (T_stop, then each later fraction reached), per layer.
+            "K": [[x.num_orientations for x in stop] for stop in c],
+            "K_line": [[x.num_lines for x in stop] for stop in c],
+            "active": [[x.num_active for x in stop] for stop in c],
+            "K_all": [[cond.condensation(W, norm_cut=0.0).num_orientations for W in layers] for layers in r["layers"]],
+        }
+        for seed, r, c in zip(seeds, runs, counts)
+    ]
+    maps = {f"layer {k + 1} ({act})": W for k, (act, W) in enumerate(zip(RESIDUAL_ACTIVATIONS, runs[0]["layers"][0]))}
+    return verdicts, records, maps
+
+
+def _record(experiment, activation, seed, r, c, cos=None, **extra):
+    from .. import condensation as cond
+
+    norms = np.linalg.norm(r["W"], axis=1)
+    everyone = cond.condensation(r["W"], norm_cut=0.0)
+    record = {
+        "experiment": experiment,
+        "activation": activation,
+        "seed": seed,
+        "t_stop": r["t_stop"],
+        "stop_rule": r["stop_rule"],
+        "status": r["status"],
+        "num_steps": r["num_steps"],
+        "K": c.num_orientations,
+        "K_line": c.num_lines,
+        "q": c.quality,
+        "active": c.num_active,
+        "robust_K": _robust_counts(r["W"]),
+        # All neurons (norm cut 0): the directions whatever their norms.
+        "K_all": everyone.num_orientations,
+        "K_line_all": everyone.num_lines,
+        "q_all": everyone.quality,
+        "norm_ratio_quantiles_50_90_99": np.quantile(norms / norms.max(), [0.5, 0.9, 0.99]).round(5).tolist(),
+        **extra,
+    }
+    if cos is not None:
+        record["cos_predicted_quantiles_10_50_90"] = np.nanquantile(cos, [0.1, 0.5, 0.9]).round(4).tolist()
+        record["share_cos_predicted_ge_0.99"] = float(np.mean(cos >= 0.99))
+    return record
+
+
+def _robust_counts(W):
+    # K over the robustness grid (rows: cos thresholds, columns: norm cuts).
+    from .. import condensation as cond
+
+    return cond.robustness(W)["num_orientations"].tolist()
