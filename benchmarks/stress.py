@@ -50,6 +50,7 @@ import filippov_reference  # noqa: E402
 REF_RTOL = 1e-11
 ERROR_FLOOR = 1e-10
 STEP_RATIO = 1.5
+SOLVES = (("plain", False), ("switching", True), ("default", None))  # row key, `switching` argument
 
 
 @dataclass(frozen=True)
@@ -195,10 +196,13 @@ def reference(case, folder=None, log=print):
 
 
 def solve(case, switching, t1=None):
+    """The case's solve: `switching` True forces the switching solve (`L.switching`), False the
+    plain solve, None is gflow's default (the switching solve only below `flow.SWITCHING_MAX_RTOL`,
+    the plain solve after a stall)."""
     L, params0, _, _ = problem(case)
     return gflow.simulate(
         L, params0, case.t1 if t1 is None else t1, rtol=case.rtol, max_steps=case.max_steps,
-        switching=L.switching if switching else False,
+        switching=None if switching is None else (L.switching if switching else False),
     )
 
 
@@ -219,14 +223,40 @@ def _row_of(traj, wall, ref, case):
     return row
 
 
-def run_case(case, refs=None, log=print):
-    """One row: both solves (compiled, then timed) and the errors against the reference."""
+def default_is(case, forced_status):
+    """Which solve `switching=None` runs on a case, by `flow.SWITCHING_MAX_RTOL` and the fall-back
+    after a stall: "plain", "switching", or "switching, then plain" (given the forced switching
+    solve's status)."""
+    if case.rtol >= gflow.flow.SWITCHING_MAX_RTOL:
+        return "plain"
+    return "switching, then plain" if forced_status == "stalled" else "switching"
+
+
+def run_case(case, refs=None, log=print, with_reference=True, reuse_default=False):
+    """One row: the plain, forced switching and default solves (each compiled, then timed) and
+    their errors against the reference. `with_reference=False` skips the reference (no errors);
+    `reuse_default=True` does not run the default solve where it is one of the other two
+    (`default_is`: the same compiled solve on the same input, so the same steps), but copies that
+    row with "reused" naming it (wall: the sum where it stalls and falls back)."""
     log(f"{case.name}: {case.data} n={case.n} d={case.d} h={case.width} ε={case.eps:g} {case.loss} "
         f"{case.reduction} {case.activation} rtol={case.rtol:g} t1={case.t1:g}")
-    theta_ref, ref_info = reference(case, refs, log)
+    if with_reference:
+        theta_ref, ref_info = reference(case, refs, log)
+    else:
+        theta_ref, ref_info = None, {"kind": "skipped", "ok": False}
     ref = theta_ref if ref_info["ok"] else None
     row = {"case": asdict(case), "reference": ref_info}
-    for key, switching in (("plain", False), ("switching", True)):
+    for key, switching in SOLVES:
+        if key == "default" and reuse_default:
+            which = default_is(case, row["switching"]["status"])
+            source = row["plain" if which == "plain" else "switching"]
+            stats = {**source["stats"], "switching": int(which != "plain"), "switching_stalled": int("then" in which)}
+            row[key] = {**source, "stats": stats, "reused": which}
+            if "then" in which:
+                row[key] = {**row["plain"], "stats": {**row["plain"]["stats"], "switching": 0, "switching_stalled": 1},
+                            "reused": which, "wall": row["plain"]["wall"] + row["switching"]["wall"]}
+            log(f"  {key}: {which} (reused)")
+            continue
         jax.block_until_ready(solve(case, switching, case.t1 * 1e-3).final_params)  # compile
         start = time.perf_counter()
         traj = solve(case, switching)
@@ -236,12 +266,14 @@ def run_case(case, refs=None, log=print):
         log(f"  {key}: {r['status']} t={r['t']:.4g} {r['accepted']}+{r['rejected']} steps, "
             f"{r['grad_evals']} ∇L, {r['wall']:.2f} s, error {r['error']}")
     row["check"] = check(row)
+    row["check_default"] = check(row, "default")
     return row
 
 
-def check(row):
-    """Issue 17's rule on one row: a list of failures (empty if it holds)."""
-    sw, pl = row["switching"], row["plain"]
+def check(row, key="switching"):
+    """Issue 17's rule on one row for the solve `key` ("switching": forced; "default":
+    `switching=None`) against the plain solve: a list of failures (empty if it holds)."""
+    sw, pl = row[key], row["plain"]
     fails = []
     if sw["status"] != "success":
         fails.append(f"switching {sw['status']} at t={sw['t']:.4g} of {row['case']['t1']:g} "
@@ -257,17 +289,24 @@ def check(row):
 
 
 def summary(rows):
-    ratio = lambda r, key: r["switching"][key] / max(r["plain"][key], 1e-300)
     both = [r for r in rows if r["plain"]["status"] == "success"]
-    worst = lambda key: max(both, key=lambda r: ratio(r, key), default=None)
-    out = {"cases": len(rows), "failing": {r["case"]["name"]: r["check"] for r in rows if r["check"]}}
-    for key in ("steps", "wall", "grad_evals"):
-        w = worst(key)
-        out[f"worst_{key}_ratio"] = None if w is None else {"case": w["case"]["name"], "ratio": ratio(w, key)}
-    out["switching_not_reaching_t1"] = {
-        r["case"]["name"]: {k: r["switching"][k] for k in ("status", "t", "accepted", "rejected")}
-        for r in rows if r["switching"]["status"] != "success"
-    }
+    out = {"cases": len(rows)}
+    for solve_key in ("switching", "default"):
+        rows_k = [r for r in rows if solve_key in r]
+        ratio = lambda r, key: r[solve_key][key] / max(r["plain"][key], 1e-300)
+        checks = {r["case"]["name"]: r["check" if solve_key == "switching" else "check_default"] for r in rows_k}
+        part = {"passing": sum(not c for c in checks.values()), "failing": {k: c for k, c in checks.items() if c}}
+        for key in ("steps", "wall", "grad_evals"):
+            w = max((r for r in both if solve_key in r), key=lambda r: ratio(r, key), default=None)
+            part[f"worst_{key}_ratio"] = None if w is None else {"case": w["case"]["name"], "ratio": ratio(w, key)}
+        part["not_reaching_t1"] = {
+            r["case"]["name"]: {k: r[solve_key][k] for k in ("status", "t", "accepted", "rejected")}
+            for r in rows_k if r[solve_key]["status"] != "success"
+        }
+        out[solve_key] = part
+    out["default_ran_switching"] = [r["case"]["name"] for r in rows if r.get("default", {}).get("stats", {}).get("switching")]
+    out["default_stalled_fell_back"] = [
+        r["case"]["name"] for r in rows if r.get("default", {}).get("stats", {}).get("switching_stalled")]
     out["plain_grinds"] = {
         r["case"]["name"]: {"plain": {k: r["plain"][k] for k in ("status", "t", "steps")},
                             "switching_steps": r["switching"]["steps"], "switching_status": r["switching"]["status"]}
@@ -276,19 +315,32 @@ def summary(rows):
     return out
 
 
+def _short(r):
+    return (f"{r['status']}, {r['t']:.3g}, {r['accepted']}+{r['rejected']}, {r['wall']:.2f} s, "
+            + ("–" if r["error"] is None else f"{r['error']:.1e}"))
+
+
 def table(rows):
+    """Markdown table: per case the plain, forced switching and default solves (status, t,
+    accepted+rejected steps, wall, error), the step and wall ratios to plain, and the rule."""
     lines = [
-        "| case | ref | plain: status, t, acc+rej, ∇L, wall, error | switching: status, t, acc+rej, ∇L, wall, error | steps sw/pl | wall sw/pl | rule |",
-        "|---|---|---|---|---|---|---|",
+        "| case | ref | plain | switching (forced) | sw/pl steps, wall | rule (forced) | default: ran | def/pl steps, wall | rule (default) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    fmt = lambda r: (f"{r['status']}, {r['t']:.3g}, {r['accepted']}+{r['rejected']}, {r['grad_evals']}, "
-                     f"{r['wall']:.2f} s, " + ("–" if r["error"] is None else f"{r['error']:.1e}"))
+    verdict = lambda fails: "ok" if not fails else "FAIL: " + "; ".join(fails)
     for row in rows:
-        sw, pl = row["switching"], row["plain"]
+        sw, pl, df = row["switching"], row["plain"], row.get("default")
+        ratios = lambda r: f"{r['steps'] / pl['steps']:.2f}, {r['wall'] / max(pl['wall'], 1e-9):.2f}"
+        if df is None:
+            dcols = "– | – | –"
+        else:
+            ran = "switching" if df["stats"].get("switching") else "plain"
+            if df["stats"].get("switching_stalled"):
+                ran = "plain after stall"
+            dcols = f"{ran} | {ratios(df)} | {verdict(row.get('check_default', []))}"
         lines.append(
-            f"| {row['case']['name']} | {row['reference']['kind'] if row['reference']['ok'] else 'none'} | {fmt(pl)} | {fmt(sw)} | "
-            f"{sw['steps'] / pl['steps']:.2f} | {sw['wall'] / max(pl['wall'], 1e-9):.2f} | "
-            f"{'ok' if not row['check'] else 'FAIL: ' + '; '.join(row['check'])} |"
+            f"| {row['case']['name']} | {row['reference']['kind'] if row['reference']['ok'] or row['reference']['kind'] == 'skipped' else 'none'} | {_short(pl)} | "
+            f"{_short(sw)} | {ratios(sw)} | {verdict(row['check'])} | {dcols} |"
         )
     return "\n".join(lines)
 
@@ -300,10 +352,15 @@ def write(rows, out):
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         w = csv.writer(f)
         keys = ("status", "t", "accepted", "rejected", "grad_evals", "wall", "error")
-        w.writerow(["case", "reference"] + [f"{s}_{k}" for s in ("plain", "switching") for k in keys] + ["rule"])
+        solves = [k for k, _ in SOLVES]
+        w.writerow(["case", "reference"] + [f"{s}_{k}" for s in solves for k in keys]
+                   + ["default_ran_switching", "default_stalled", "rule", "rule_default"])
         for r in rows:
+            df = r.get("default", {"stats": {}})
             w.writerow([r["case"]["name"], r["reference"]["kind"] if r["reference"]["ok"] else "none"]
-                       + [r[s][k] for s in ("plain", "switching") for k in keys] + ["; ".join(r["check"]) or "ok"])
+                       + [r.get(s, {}).get(k) for s in solves for k in keys]
+                       + [df["stats"].get("switching"), df["stats"].get("switching_stalled"),
+                          "; ".join(r["check"]) or "ok", "; ".join(r.get("check_default", [])) or "ok"])
 
 
 def main(argv=None):
@@ -312,6 +369,9 @@ def main(argv=None):
     parser.add_argument("--cases", default="", help="comma-separated case names (see CASES)")
     parser.add_argument("--out", type=Path, default=Path("results/stress/stress.json"))
     parser.add_argument("--refs", type=Path, default=Path("results/stress/refs"), help="reference cache folder")
+    parser.add_argument("--no-reference", action="store_true", help="skip the references (no errors)")
+    parser.add_argument("--reuse-default", action="store_true",
+                        help="copy the default solve's row from the solve it runs (`default_is`) instead of running it")
     args = parser.parse_args(argv)
     if args.cases:
         unknown = set(args.cases.split(",")) - set(CASES)
@@ -322,7 +382,8 @@ def main(argv=None):
         cases = [c for c in CASES.values() if c.quick or not args.quick]
     rows = []
     for case in cases:
-        rows.append(run_case(case, args.refs, log=lambda m: print(m, flush=True)))
+        rows.append(run_case(case, args.refs, log=lambda m: print(m, flush=True),
+                             with_reference=not args.no_reference, reuse_default=args.reuse_default))
         write(rows, args.out)  # partial results survive an interrupted run
     print(table(rows))
     print(json.dumps(summary(rows), indent=1))

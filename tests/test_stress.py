@@ -47,12 +47,30 @@ def test_check_applies_the_rule():
     assert stress.check(row("success", 100, "success", 100, 2e-6, 1e-6))  # less accurate
     assert stress.check(row("success", 100, "success", 100, 5e-11, 1e-11)) == []  # both at the floor
     assert stress.check(row("success", 900, "max_steps", 1000, 1e-7, None)) == []  # plain grinds
+    assert stress.check(row("success", 1000, "max_steps", 1000, 1e-7, None))  # grinds too, not cheaper
+    default = {**row("success", 100, "success", 100, 1e-7, 1e-6), "default": row("max_steps", 10, "success", 1, None, None)["switching"]}
+    assert stress.check(default) == [] and stress.check(default, "default")  # the rule on the default solve
+
+
+def test_default_is_the_documented_rule():
+    import gflow
+
+    loose = next(c for c in stress.CASES.values() if c.rtol >= gflow.flow.SWITCHING_MAX_RTOL)
+    tight = next(c for c in stress.CASES.values() if c.rtol < gflow.flow.SWITCHING_MAX_RTOL)
+    assert stress.default_is(loose, "stalled") == "plain"
+    assert stress.default_is(tight, "success") == "switching"
+    assert stress.default_is(tight, "stalled") == "switching, then plain"
 
 
 def _assert_rule(name, refs):
     row = stress.run_case(stress.CASES[name], refs, log=lambda m: None)
     assert row["reference"]["ok"], row["reference"]
-    sw, pl = row["switching"], row["plain"]
+    sw, pl, df = row["switching"], row["plain"], row["default"]
+    # the default solve ran the solve gflow's rule names (`stats`, read from the solve itself)
+    which = stress.default_is(stress.CASES[name], sw["status"])
+    assert df["stats"]["switching"] == (which == "switching"), (which, df["stats"])
+    assert df["stats"]["switching_stalled"] == ("then" in which), (which, df["stats"])
+    assert not row["check_default"], f"{name} (default solve): {'; '.join(row['check_default'])}"
     assert not row["check"], (
         f"{name}: {'; '.join(row['check'])} | switching {sw['status']} t={sw['t']:.4g} "
         f"{sw['accepted']}+{sw['rejected']} err={sw['error']} | plain {pl['status']} t={pl['t']:.4g} "
