@@ -372,7 +372,19 @@ def main(argv=None):
     parser.add_argument("--no-reference", action="store_true", help="skip the references (no errors)")
     parser.add_argument("--reuse-default", action="store_true",
                         help="copy the default solve's row from the solve it runs (`default_is`) instead of running it")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="no solves: merge the rows of these JSON files (runs split over processes) into --out")
     args = parser.parse_args(argv)
+    if args.merge:
+        rows = {}
+        for path in args.merge:
+            for row in json.loads(Path(path).read_text())["rows"]:
+                rows[row["case"]["name"]] = row  # a later file's row of a case wins
+        rows = [rows[name] for name in CASES if name in rows]
+        write(rows, args.out)
+        print(table(rows))
+        print(json.dumps(summary(rows), indent=1))
+        return rows
     if args.cases:
         unknown = set(args.cases.split(",")) - set(CASES)
         if unknown:
