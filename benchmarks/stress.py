@@ -319,21 +319,26 @@ def summary(rows):
 
 
 def _short(r):
-    return (f"{r['status']}, {r['t']:.3g}, {r['accepted']}+{r['rejected']}, {r['wall']:.2f} s, "
-            + ("–" if r["error"] is None else f"{r['error']:.1e}"))
+    steps = f"{r['accepted']}+{r['rejected']}"
+    err = "" if r["error"] is None else f", {r['error']:.1e}"
+    if r["status"] == "success":
+        return steps + err
+    return f"{r['status']} at {r['t']:.3g}, {steps}"
 
 
 def table(rows):
-    """Markdown table: per case the plain, forced switching and default solves (status, t,
-    accepted+rejected steps, wall, error), the step and wall ratios to plain, and the rule."""
+    """Markdown table: per case the surfaces K = n·h and rtol; the plain and the forced switching
+    solve (accepted+rejected steps and error, or the status and t where it stopped); their step
+    and wall ratios; which solve the default ran and its ratios; the rule for each."""
     lines = [
-        "| case | ref | plain | switching (forced) | sw/pl steps, wall | rule (forced) | default: ran | def/pl steps, wall | rule (default) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| case | K | rtol | plain | switching (forced) | steps, wall sw/pl | rule | default ran | steps, wall def/pl | rule (default) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     verdict = lambda fails: "ok" if not fails else "FAIL: " + "; ".join(fails)
     for row in rows:
+        c = row["case"]
         sw, pl, df = row["switching"], row["plain"], row.get("default")
-        ratios = lambda r: f"{r['steps'] / pl['steps']:.2f}, {r['wall'] / max(pl['wall'], 1e-9):.2f}"
+        ratios = lambda r: f"{r['steps'] / pl['steps']:.2f}, {r['wall'] / max(pl['wall'], 1e-9):.1f}"
         if df is None:
             dcols = "– | – | –"
         else:
@@ -341,9 +346,11 @@ def table(rows):
             if df["stats"].get("switching_stalled"):
                 ran = "plain after stall"
             dcols = f"{ran} | {ratios(df)} | {verdict(row.get('check_default', []))}"
+        ref = row["reference"]
+        mark = "" if ref["ok"] and ref["kind"] == "filippov" else (" (ref: switching)" if ref["ok"] else " (no ref)")
         lines.append(
-            f"| {row['case']['name']} | {row['reference']['kind'] if row['reference']['ok'] or row['reference']['kind'] == 'skipped' else 'none'} | {_short(pl)} | "
-            f"{_short(sw)} | {ratios(sw)} | {verdict(row['check'])} | {dcols} |"
+            f"| {c['name']}{mark} | {c['n'] * c['width']:,} | {c['rtol']:.0e} | {_short(pl)} | {_short(sw)} | "
+            f"{ratios(sw)} | {verdict(row['check'])} | {dcols} |"
         )
     return "\n".join(lines)
 
