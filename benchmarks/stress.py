@@ -291,6 +291,30 @@ def check(row, key="switching"):
     return fails
 
 
+def proposed_default(row, max_rtol, max_surfaces):
+    """A candidate rule for `switching=None`, judged on a measured row without solving again: the
+    switching solve (then the plain one if it stalls) where rtol < max_rtol and the surfaces
+    K = n·h ≤ max_surfaces, else the plain solve. Returns (which, failures of issue 17's rule);
+    the chosen solve is the same computation as the row's forced switching or plain solve."""
+    c = row["case"]
+    if c["rtol"] >= max_rtol or c["n"] * c["width"] > max_surfaces:
+        which = "plain"
+    else:
+        which = "switching, then plain" if row["switching"]["status"] == "stalled" else "switching"
+    chosen = row["switching"] if which == "switching" else row["plain"]
+    return which, check({**row, "candidate": chosen}, "candidate")
+
+
+def rule_table(rows, rules=((1e-5, float("inf")), (1e-5, 20_000), (1e-6, float("inf")), (1e-4, float("inf")))):
+    """How many rows each candidate default rule (max_rtol, max_surfaces) passes, and which fail."""
+    lines = ["| default rule | passes | fails |", "|---|---|---|"]
+    for max_rtol, max_surfaces in rules:
+        fails = [r["case"]["name"] for r in rows if proposed_default(r, max_rtol, max_surfaces)[1]]
+        name = f"rtol < {max_rtol:g}" + ("" if max_surfaces == float("inf") else f" and K ≤ {max_surfaces:,}")
+        lines.append(f"| {name} | {len(rows) - len(fails)} of {len(rows)} | {', '.join(fails) or '–'} |")
+    return "\n".join(lines)
+
+
 def summary(rows):
     both = [r for r in rows if r["plain"]["status"] == "success"]
     out = {"cases": len(rows)}
@@ -393,6 +417,7 @@ def main(argv=None):
         rows = [rows[name] for name in CASES if name in rows]
         write(rows, args.out)
         print(table(rows))
+        print(rule_table(rows))
         print(json.dumps(summary(rows), indent=1))
         return rows
     if args.cases:

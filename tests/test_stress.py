@@ -87,3 +87,17 @@ def test_rule_on_quick_cases(name, tmp_path_factory):
 @pytest.mark.parametrize("name", [n for n in stress.CASES if n not in QUICK])
 def test_rule_on_corpus(name):
     _assert_rule(name, ROOT / "results" / "stress" / "refs")
+
+
+def test_proposed_default_picks_by_rtol_and_surfaces():
+    side = lambda status, steps: {"status": status, "t": 1.0, "accepted": steps, "rejected": 0, "steps": steps,
+                                  "error": None, "stats": {}}
+    row = {"case": {"name": "big", "t1": 1.0, "n": 1000, "width": 100, "rtol": 1e-6},
+           "switching": side("success", 2000), "plain": side("success", 800)}
+    assert stress.proposed_default(row, 1e-5, float("inf"))[0] == "switching"
+    assert stress.proposed_default(row, 1e-5, float("inf"))[1]  # 2.5× the plain solve's steps
+    assert stress.proposed_default(row, 1e-5, 20_000) == ("plain", [])
+    assert stress.proposed_default(row, 1e-6, float("inf")) == ("plain", [])
+    stalled = {**row, "case": {**row["case"], "name": "stalls"}, "switching": side("stalled", 300), "plain": side("max_steps", 800)}
+    assert stress.proposed_default(stalled, 1e-5, float("inf"))[0] == "switching, then plain"
+    assert "1 of 2" in stress.rule_table([row, stalled], rules=((1e-5, 20_000),))
