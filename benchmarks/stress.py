@@ -305,7 +305,7 @@ def proposed_default(row, max_rtol, max_surfaces):
     return which, check({**row, "candidate": chosen}, "candidate")
 
 
-def rule_table(rows, rules=((1e-5, float("inf")), (1e-5, 20_000), (1e-6, float("inf")), (1e-4, float("inf")))):
+def rule_table(rows, rules=((1e-5, float("inf")), (1e-5, 20_000), (1e-4, float("inf")), (1e-4, 20_000), (1e-6, float("inf")))):
     """How many rows each candidate default rule (max_rtol, max_surfaces) passes, and which fail."""
     lines = ["| default rule | passes | fails |", "|---|---|---|"]
     for max_rtol, max_surfaces in rules:
