@@ -4,9 +4,10 @@ Every case is a two-layer net `gflow.losses.objective(gflow.models.two_layer, lo
 reduction)` (ReLU, or leaky ReLU with gflow's slope 0.01) on data that is not well separated
 (`gflow.data.hyperplane`) or μ-separated (`gflow.data.separated`), balanced init at scale ε
 (`gflow.models.init_two_layer(PRNGKey(seed), d, width, ε)`). For each case `gflow.simulate` runs
-with the switching solve (`switching=L.switching`, forced: since 420a612 the default picks the
-plain solve at rtol ≥ 1e-5) and with `switching=False`, both capped at the case's
-`max_steps`; each solve is compiled first by a call with t1/1000 (t1 and rtol are traced), and
+with the switching solve (`switching=L.switching`, forced), with `switching=False` (plain) and
+with the default `switching=None` (the switching solve only at rtol < `flow.SWITCHING_MAX_RTOL`,
+the plain solve after a "stalled" one; `stats["switching"]`, `stats["switching_stalled"]` say
+which ran), all capped at the case's `max_steps`; each solve is compiled first by a call with t1/1000 (t1 and rtol are traced), and
 the second call is timed. Recorded: status, t reached, accepted / rejected steps, ∇L evaluations
 (`num_grad_evals`), wall time, sliding statistics, and the final weights' relative error
 max|θ − θ_ref| / max|θ_ref| against
@@ -16,14 +17,16 @@ max|θ − θ_ref| / max|θ_ref| against
   `--refs`;
 - "switching": otherwise, gflow's own switching solve at rtol 1e-10 (not independent; marked).
 
-The rule of issue 17 (`check`): the switching solve reaches t1; where the plain solve reaches t1
-(does not grind) the switching solve takes at most 1.5× its steps, where it grinds fewer; and the
-switching error is at most the plain solve's at the same rtol (errors below `ERROR_FLOOR`, the
-reference's own accuracy, count as equal).
+The rule of issue 17 (`check`), judged for the forced and for the default solve: it reaches t1;
+where the plain solve reaches t1 (does not grind) it takes at most 1.5× its steps, where it
+grinds fewer; and its error is at most the plain solve's at the same rtol (errors below
+`ERROR_FLOOR`, the reference's own accuracy, count as equal).
 
     python benchmarks/stress.py --quick                      # the small default subset
     python benchmarks/stress.py                              # all cases (long; run with nice)
     python benchmarks/stress.py --cases issue17a,issue17b --out results/stress/issue.json
+    python benchmarks/stress.py --cases big-n500-h200 --no-reference --reuse-default  # no errors; default copied
+    python benchmarks/stress.py --merge results/stress/part*.json   # rows of split runs → --out
 
 Writes a JSON file (rows + summary), a CSV beside it, and prints a markdown table and summary.
 """
@@ -50,6 +53,7 @@ import filippov_reference  # noqa: E402
 REF_RTOL = 1e-11
 ERROR_FLOOR = 1e-10
 STEP_RATIO = 1.5
+SOLVES = (("plain", False), ("switching", True), ("default", None))  # row key, `switching` argument
 
 
 @dataclass(frozen=True)
@@ -195,10 +199,13 @@ def reference(case, folder=None, log=print):
 
 
 def solve(case, switching, t1=None):
+    """The case's solve: `switching` True forces the switching solve (`L.switching`), False the
+    plain solve, None is gflow's default (the switching solve only below `flow.SWITCHING_MAX_RTOL`,
+    the plain solve after a stall)."""
     L, params0, _, _ = problem(case)
     return gflow.simulate(
         L, params0, case.t1 if t1 is None else t1, rtol=case.rtol, max_steps=case.max_steps,
-        switching=L.switching if switching else False,
+        switching=None if switching is None else (L.switching if switching else False),
     )
 
 
@@ -219,14 +226,40 @@ def _row_of(traj, wall, ref, case):
     return row
 
 
-def run_case(case, refs=None, log=print):
-    """One row: both solves (compiled, then timed) and the errors against the reference."""
+def default_is(case, forced_status):
+    """Which solve `switching=None` runs on a case, by `flow.SWITCHING_MAX_RTOL` and the fall-back
+    after a stall: "plain", "switching", or "switching, then plain" (given the forced switching
+    solve's status)."""
+    if case.rtol >= gflow.flow.SWITCHING_MAX_RTOL:
+        return "plain"
+    return "switching, then plain" if forced_status == "stalled" else "switching"
+
+
+def run_case(case, refs=None, log=print, with_reference=True, reuse_default=False):
+    """One row: the plain, forced switching and default solves (each compiled, then timed) and
+    their errors against the reference. `with_reference=False` skips the reference (no errors);
+    `reuse_default=True` does not run the default solve where it is one of the other two
+    (`default_is`: the same compiled solve on the same input, so the same steps), but copies that
+    row with "reused" naming it (wall: the sum where it stalls and falls back)."""
     log(f"{case.name}: {case.data} n={case.n} d={case.d} h={case.width} ε={case.eps:g} {case.loss} "
         f"{case.reduction} {case.activation} rtol={case.rtol:g} t1={case.t1:g}")
-    theta_ref, ref_info = reference(case, refs, log)
+    if with_reference:
+        theta_ref, ref_info = reference(case, refs, log)
+    else:
+        theta_ref, ref_info = None, {"kind": "skipped", "ok": False}
     ref = theta_ref if ref_info["ok"] else None
     row = {"case": asdict(case), "reference": ref_info}
-    for key, switching in (("plain", False), ("switching", True)):
+    for key, switching in SOLVES:
+        if key == "default" and reuse_default:
+            which = default_is(case, row["switching"]["status"])
+            source = row["plain" if which == "plain" else "switching"]
+            stats = {**source["stats"], "switching": int(which != "plain"), "switching_stalled": int("then" in which)}
+            row[key] = {**source, "stats": stats, "reused": which}
+            if "then" in which:
+                row[key] = {**row["plain"], "stats": {**row["plain"]["stats"], "switching": 0, "switching_stalled": 1},
+                            "reused": which, "wall": row["plain"]["wall"] + row["switching"]["wall"]}
+            log(f"  {key}: {which} (reused)")
+            continue
         jax.block_until_ready(solve(case, switching, case.t1 * 1e-3).final_params)  # compile
         start = time.perf_counter()
         traj = solve(case, switching)
@@ -236,12 +269,14 @@ def run_case(case, refs=None, log=print):
         log(f"  {key}: {r['status']} t={r['t']:.4g} {r['accepted']}+{r['rejected']} steps, "
             f"{r['grad_evals']} ∇L, {r['wall']:.2f} s, error {r['error']}")
     row["check"] = check(row)
+    row["check_default"] = check(row, "default")
     return row
 
 
-def check(row):
-    """Issue 17's rule on one row: a list of failures (empty if it holds)."""
-    sw, pl = row["switching"], row["plain"]
+def check(row, key="switching"):
+    """Issue 17's rule on one row for the solve `key` ("switching": forced; "default":
+    `switching=None`) against the plain solve: a list of failures (empty if it holds)."""
+    sw, pl = row[key], row["plain"]
     fails = []
     if sw["status"] != "success":
         fails.append(f"switching {sw['status']} at t={sw['t']:.4g} of {row['case']['t1']:g} "
@@ -256,18 +291,49 @@ def check(row):
     return fails
 
 
+def proposed_default(row, max_rtol, max_surfaces):
+    """A candidate rule for `switching=None`, judged on a measured row without solving again: the
+    switching solve (then the plain one if it stalls) where rtol < max_rtol and the surfaces
+    K = n·h ≤ max_surfaces, else the plain solve. Returns (which, failures of issue 17's rule);
+    the chosen solve is the same computation as the row's forced switching or plain solve."""
+    c = row["case"]
+    if c["rtol"] >= max_rtol or c["n"] * c["width"] > max_surfaces:
+        which = "plain"
+    else:
+        which = "switching, then plain" if row["switching"]["status"] == "stalled" else "switching"
+    chosen = row["switching"] if which == "switching" else row["plain"]
+    return which, check({**row, "candidate": chosen}, "candidate")
+
+
+def rule_table(rows, rules=((1e-5, float("inf")), (1e-5, 20_000), (1e-4, float("inf")), (1e-4, 20_000), (1e-6, float("inf")))):
+    """How many rows each candidate default rule (max_rtol, max_surfaces) passes, and which fail."""
+    lines = ["| default rule | passes | fails |", "|---|---|---|"]
+    for max_rtol, max_surfaces in rules:
+        fails = [r["case"]["name"] for r in rows if proposed_default(r, max_rtol, max_surfaces)[1]]
+        name = f"rtol < {max_rtol:g}" + ("" if max_surfaces == float("inf") else f" and K ≤ {max_surfaces:,}")
+        lines.append(f"| {name} | {len(rows) - len(fails)} of {len(rows)} | {', '.join(fails) or '–'} |")
+    return "\n".join(lines)
+
+
 def summary(rows):
-    ratio = lambda r, key: r["switching"][key] / max(r["plain"][key], 1e-300)
     both = [r for r in rows if r["plain"]["status"] == "success"]
-    worst = lambda key: max(both, key=lambda r: ratio(r, key), default=None)
-    out = {"cases": len(rows), "failing": {r["case"]["name"]: r["check"] for r in rows if r["check"]}}
-    for key in ("steps", "wall", "grad_evals"):
-        w = worst(key)
-        out[f"worst_{key}_ratio"] = None if w is None else {"case": w["case"]["name"], "ratio": ratio(w, key)}
-    out["switching_not_reaching_t1"] = {
-        r["case"]["name"]: {k: r["switching"][k] for k in ("status", "t", "accepted", "rejected")}
-        for r in rows if r["switching"]["status"] != "success"
-    }
+    out = {"cases": len(rows)}
+    for solve_key in ("switching", "default"):
+        rows_k = [r for r in rows if solve_key in r]
+        ratio = lambda r, key: r[solve_key][key] / max(r["plain"][key], 1e-300)
+        checks = {r["case"]["name"]: r["check" if solve_key == "switching" else "check_default"] for r in rows_k}
+        part = {"passing": sum(not c for c in checks.values()), "failing": {k: c for k, c in checks.items() if c}}
+        for key in ("steps", "wall", "grad_evals"):
+            w = max((r for r in both if solve_key in r), key=lambda r: ratio(r, key), default=None)
+            part[f"worst_{key}_ratio"] = None if w is None else {"case": w["case"]["name"], "ratio": ratio(w, key)}
+        part["not_reaching_t1"] = {
+            r["case"]["name"]: {k: r[solve_key][k] for k in ("status", "t", "accepted", "rejected")}
+            for r in rows_k if r[solve_key]["status"] != "success"
+        }
+        out[solve_key] = part
+    out["default_ran_switching"] = [r["case"]["name"] for r in rows if r.get("default", {}).get("stats", {}).get("switching")]
+    out["default_stalled_fell_back"] = [
+        r["case"]["name"] for r in rows if r.get("default", {}).get("stats", {}).get("switching_stalled")]
     out["plain_grinds"] = {
         r["case"]["name"]: {"plain": {k: r["plain"][k] for k in ("status", "t", "steps")},
                             "switching_steps": r["switching"]["steps"], "switching_status": r["switching"]["status"]}
@@ -276,19 +342,39 @@ def summary(rows):
     return out
 
 
+def _short(r):
+    steps = f"{r['accepted']}+{r['rejected']}"
+    err = "" if r["error"] is None else f", {r['error']:.1e}"
+    if r["status"] == "success":
+        return steps + err
+    return f"{r['status']} at {r['t']:.3g}, {steps}"
+
+
 def table(rows):
+    """Markdown table: per case the surfaces K = n·h and rtol; the plain and the forced switching
+    solve (accepted+rejected steps and error, or the status and t where it stopped); their step
+    and wall ratios; which solve the default ran and its ratios; the rule for each."""
     lines = [
-        "| case | ref | plain: status, t, acc+rej, ∇L, wall, error | switching: status, t, acc+rej, ∇L, wall, error | steps sw/pl | wall sw/pl | rule |",
-        "|---|---|---|---|---|---|---|",
+        "| case | K | rtol | plain | switching (forced) | steps, wall sw/pl | rule | default ran | steps, wall def/pl | rule (default) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    fmt = lambda r: (f"{r['status']}, {r['t']:.3g}, {r['accepted']}+{r['rejected']}, {r['grad_evals']}, "
-                     f"{r['wall']:.2f} s, " + ("–" if r["error"] is None else f"{r['error']:.1e}"))
+    verdict = lambda fails: "ok" if not fails else "FAIL: " + "; ".join(fails)
     for row in rows:
-        sw, pl = row["switching"], row["plain"]
+        c = row["case"]
+        sw, pl, df = row["switching"], row["plain"], row.get("default")
+        ratios = lambda r: f"{r['steps'] / pl['steps']:.2f}, {r['wall'] / max(pl['wall'], 1e-9):.1f}"
+        if df is None:
+            dcols = "– | – | –"
+        else:
+            ran = "switching" if df["stats"].get("switching") else "plain"
+            if df["stats"].get("switching_stalled"):
+                ran = "plain after stall"
+            dcols = f"{ran} | {ratios(df)} | {verdict(row.get('check_default', []))}"
+        ref = row["reference"]
+        mark = "" if ref["ok"] and ref["kind"] == "filippov" else (" (ref: switching)" if ref["ok"] else " (no ref)")
         lines.append(
-            f"| {row['case']['name']} | {row['reference']['kind'] if row['reference']['ok'] else 'none'} | {fmt(pl)} | {fmt(sw)} | "
-            f"{sw['steps'] / pl['steps']:.2f} | {sw['wall'] / max(pl['wall'], 1e-9):.2f} | "
-            f"{'ok' if not row['check'] else 'FAIL: ' + '; '.join(row['check'])} |"
+            f"| {c['name']}{mark} | {c['n'] * c['width']:,} | {c['rtol']:.0e} | {_short(pl)} | {_short(sw)} | "
+            f"{ratios(sw)} | {verdict(row['check'])} | {dcols} |"
         )
     return "\n".join(lines)
 
@@ -300,10 +386,15 @@ def write(rows, out):
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         w = csv.writer(f)
         keys = ("status", "t", "accepted", "rejected", "grad_evals", "wall", "error")
-        w.writerow(["case", "reference"] + [f"{s}_{k}" for s in ("plain", "switching") for k in keys] + ["rule"])
+        solves = [k for k, _ in SOLVES]
+        w.writerow(["case", "reference"] + [f"{s}_{k}" for s in solves for k in keys]
+                   + ["default_ran_switching", "default_stalled", "rule", "rule_default"])
         for r in rows:
+            df = r.get("default", {"stats": {}})
             w.writerow([r["case"]["name"], r["reference"]["kind"] if r["reference"]["ok"] else "none"]
-                       + [r[s][k] for s in ("plain", "switching") for k in keys] + ["; ".join(r["check"]) or "ok"])
+                       + [r.get(s, {}).get(k) for s in solves for k in keys]
+                       + [df["stats"].get("switching"), df["stats"].get("switching_stalled"),
+                          "; ".join(r["check"]) or "ok", "; ".join(r.get("check_default", [])) or "ok"])
 
 
 def main(argv=None):
@@ -312,7 +403,23 @@ def main(argv=None):
     parser.add_argument("--cases", default="", help="comma-separated case names (see CASES)")
     parser.add_argument("--out", type=Path, default=Path("results/stress/stress.json"))
     parser.add_argument("--refs", type=Path, default=Path("results/stress/refs"), help="reference cache folder")
+    parser.add_argument("--no-reference", action="store_true", help="skip the references (no errors)")
+    parser.add_argument("--reuse-default", action="store_true",
+                        help="copy the default solve's row from the solve it runs (`default_is`) instead of running it")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="no solves: merge the rows of these JSON files (runs split over processes) into --out")
     args = parser.parse_args(argv)
+    if args.merge:
+        rows = {}
+        for path in args.merge:
+            for row in json.loads(Path(path).read_text())["rows"]:
+                rows[row["case"]["name"]] = row  # a later file's row of a case wins
+        rows = [rows[name] for name in CASES if name in rows]
+        write(rows, args.out)
+        print(table(rows))
+        print(rule_table(rows))
+        print(json.dumps(summary(rows), indent=1))
+        return rows
     if args.cases:
         unknown = set(args.cases.split(",")) - set(CASES)
         if unknown:
@@ -322,7 +429,8 @@ def main(argv=None):
         cases = [c for c in CASES.values() if c.quick or not args.quick]
     rows = []
     for case in cases:
-        rows.append(run_case(case, args.refs, log=lambda m: print(m, flush=True)))
+        rows.append(run_case(case, args.refs, log=lambda m: print(m, flush=True),
+                             with_reference=not args.no_reference, reuse_default=args.reuse_default))
         write(rows, args.out)  # partial results survive an interrupted run
     print(table(rows))
     print(json.dumps(summary(rows), indent=1))

@@ -1,11 +1,15 @@
-"""Issue 17's rule on the stress corpus (benchmarks/stress.py): on every case the switching solve
-reaches t1, takes at most 1.5× the plain solve's steps where the plain solve does not grind
-(fewer where it does), and its final weights are at least as close to the reference (the
-independent Filippov integrator of benchmarks/filippov_reference.py where affordable) as the
-plain solve's at the same rtol.
+"""Issue 17's rule on the stress corpus (benchmarks/stress.py): a solve reaches t1, takes at most
+1.5× the plain solve's steps where the plain solve does not grind (fewer where it does), and its
+final weights are at least as close to the reference (the independent Filippov integrator of
+benchmarks/filippov_reference.py where affordable) as the plain solve's at the same rtol. Judged
+for the default solve (`switching=None`, which must also have run the solve its rtol rule names)
+and for the switching solve forced.
 
-Default run: the `quick` cases (one small objective, one compilation). `-m slow`: every case,
-with references cached in results/stress/refs (shared with `python benchmarks/stress.py`).
+Default run: the `quick` cases (one small objective, one compilation), both rules. `-m slow`:
+every case, the rule for the default solve (`switching=None`) and for the forced switching solve
+apart, the cases where a rule is known not to hold marked xfail with the measured reason
+(`DEFAULT_FAILS`, `FORCED_FAILS`); references cached in results/stress/refs (shared with
+`python benchmarks/stress.py`).
 """
 
 import sys
@@ -47,25 +51,101 @@ def test_check_applies_the_rule():
     assert stress.check(row("success", 100, "success", 100, 2e-6, 1e-6))  # less accurate
     assert stress.check(row("success", 100, "success", 100, 5e-11, 1e-11)) == []  # both at the floor
     assert stress.check(row("success", 900, "max_steps", 1000, 1e-7, None)) == []  # plain grinds
+    assert stress.check(row("success", 1000, "max_steps", 1000, 1e-7, None))  # grinds too, not cheaper
+    default = {**row("success", 100, "success", 100, 1e-7, 1e-6), "default": row("max_steps", 10, "success", 1, None, None)["switching"]}
+    assert stress.check(default) == [] and stress.check(default, "default")  # the rule on the default solve
 
 
-def _assert_rule(name, refs):
-    row = stress.run_case(stress.CASES[name], refs, log=lambda m: None)
+def test_default_is_the_documented_rule():
+    import gflow
+
+    loose = next(c for c in stress.CASES.values() if c.rtol >= gflow.flow.SWITCHING_MAX_RTOL)
+    tight = next(c for c in stress.CASES.values() if c.rtol < gflow.flow.SWITCHING_MAX_RTOL)
+    assert stress.default_is(loose, "stalled") == "plain"
+    assert stress.default_is(tight, "success") == "switching"
+    assert stress.default_is(tight, "stalled") == "switching, then plain"
+
+
+# where issue 17's rule does not hold (benchmarks/stress.py, docs/benchmarks.md "Stress corpus"):
+# measured on this revision, or last measured on an earlier one and not re-run since
+FORCED_FAILS = {
+    "n1000": "1.57x the plain solve's steps at rtol 1e-4: 876 sliding onsets and 814 exits in t <= 0.2, one step each",
+    "big-sep-n1000-h100": "2.35x steps at rtol 1e-6: 45,634 crossings at <= 24 per step (max_crossings 32)",
+    "issue17b": "5.8x steps at rtol 1e-4 on 7255bc8 (not re-run): 328 sliding events + 3,060 crossings",
+    "sep-n300-h50-mu0.01-exp-sum": "3.3x steps at rtol 1e-4 on f8597f5 (not re-run): 6,834 crossings at <= 24 per step",
+    "big-n500-h200": "5.6x steps at rtol 1e-5 on f8597f5 (not re-run)",
+    "big-n1000-h100": "max_steps at t = 3.9 on f8597f5 (not re-run)",
+}
+DEFAULT_FAILS = {
+    "big-sep-n1000-h100": "the default picks the switching solve at rtol 1e-6: 2.35x steps (FORCED_FAILS)",
+    "n20": "the default picks the plain solve at rtol 1e-5, which grinds (t = 0.77 of 10); switching: 369 steps",
+}
+_ROWS = {}
+
+
+def _row(name, refs):
+    # one run per case for both rules
+    if name not in _ROWS:
+        _ROWS[name] = stress.run_case(stress.CASES[name], refs, log=lambda m: None)
+    return _ROWS[name]
+
+
+def _describe(row, key):
+    sw, pl = row[key], row["plain"]
+    return (f"{row['case']['name']} ({key}): {'; '.join(row['check' if key == 'switching' else 'check_default'])} | "
+            f"{key} {sw['status']} t={sw['t']:.4g} {sw['accepted']}+{sw['rejected']} err={sw['error']} | "
+            f"plain {pl['status']} t={pl['t']:.4g} {pl['accepted']}+{pl['rejected']} err={pl['error']}")
+
+
+def _assert_default(name, refs):
+    row = _row(name, refs)
     assert row["reference"]["ok"], row["reference"]
-    sw, pl = row["switching"], row["plain"]
-    assert not row["check"], (
-        f"{name}: {'; '.join(row['check'])} | switching {sw['status']} t={sw['t']:.4g} "
-        f"{sw['accepted']}+{sw['rejected']} err={sw['error']} | plain {pl['status']} t={pl['t']:.4g} "
-        f"{pl['accepted']}+{pl['rejected']} err={pl['error']}"
-    )
+    # the default solve ran the solve gflow's rule names (`stats`, read from the solve itself)
+    which = stress.default_is(stress.CASES[name], row["switching"]["status"])
+    assert row["default"]["stats"]["switching"] == (which == "switching"), (which, row["default"]["stats"])
+    assert row["default"]["stats"]["switching_stalled"] == ("then" in which), (which, row["default"]["stats"])
+    assert not row["check_default"], _describe(row, "default")
+
+
+def _assert_forced(name, refs):
+    row = _row(name, refs)
+    assert row["reference"]["ok"], row["reference"]
+    assert not row["check"], _describe(row, "switching")
 
 
 @pytest.mark.parametrize("name", QUICK)
 def test_rule_on_quick_cases(name, tmp_path_factory):
-    _assert_rule(name, tmp_path_factory.getbasetemp() / "stress-refs")
+    refs = tmp_path_factory.getbasetemp() / "stress-refs"
+    _assert_default(name, refs)
+    _assert_forced(name, refs)
+
+
+def _corpus(fails):
+    marks = lambda n: [pytest.mark.xfail(reason=fails[n], strict=False)] if n in fails else []
+    return [pytest.param(n, marks=marks(n)) for n in stress.CASES if n not in QUICK]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [n for n in stress.CASES if n not in QUICK])
-def test_rule_on_corpus(name):
-    _assert_rule(name, ROOT / "results" / "stress" / "refs")
+@pytest.mark.parametrize("name", _corpus(DEFAULT_FAILS))
+def test_default_rule_on_corpus(name):
+    _assert_default(name, ROOT / "results" / "stress" / "refs")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _corpus(FORCED_FAILS))
+def test_forced_rule_on_corpus(name):
+    _assert_forced(name, ROOT / "results" / "stress" / "refs")
+
+
+def test_proposed_default_picks_by_rtol_and_surfaces():
+    side = lambda status, steps: {"status": status, "t": 1.0, "accepted": steps, "rejected": 0, "steps": steps,
+                                  "error": None, "stats": {}}
+    row = {"case": {"name": "big", "t1": 1.0, "n": 1000, "width": 100, "rtol": 1e-6},
+           "switching": side("success", 2000), "plain": side("success", 800)}
+    assert stress.proposed_default(row, 1e-5, float("inf"))[0] == "switching"
+    assert stress.proposed_default(row, 1e-5, float("inf"))[1]  # 2.5× the plain solve's steps
+    assert stress.proposed_default(row, 1e-5, 20_000) == ("plain", [])
+    assert stress.proposed_default(row, 1e-6, float("inf")) == ("plain", [])
+    stalled = {**row, "case": {**row["case"], "name": "stalls"}, "switching": side("stalled", 300), "plain": side("max_steps", 800)}
+    assert stress.proposed_default(stalled, 1e-5, float("inf"))[0] == "switching, then plain"
+    assert "1 of 2" in stress.rule_table([row, stalled], rules=((1e-5, 20_000),))
