@@ -23,7 +23,8 @@ seeds), the lanes' products with the data become one large matrix product.
 Kinked objectives (ReLU nets, hinge, abs: see `gflow.switching`) are solved by the same rule as
 `gflow.simulate`: where it would run the switching solve, the pool runs the switching stepper
 (`gflow.switching.stepper`: init / step / done / result, vmapped over the lanes) with the same
-refill (`_stepper_pool`), so that every point takes the very steps `simulate` takes on it.
+refill (`_stepper_pool`), so that every point takes the very steps `simulate` takes on it; it
+runs one lane at a time (`SWITCHING_LANES`).
 """
 
 from typing import Any, NamedTuple
@@ -40,6 +41,13 @@ from . import options as _options
 from . import status as _status
 from ._diffrax import WrapTerm, prevbefore
 from .trajectory import Trajectory, assemble
+
+
+# The switching stepper runs one lane at a time, whatever `lanes` asks: vmapped over lanes, its
+# `lax.cond`s (crossing location, sliding geometry, set decisions) become selects that every
+# lane pays on every step. Measured on issue 18's table (3 points, rtol 1e-8, 2-core CPU): 1
+# lane 35 s for all three points (compile included); 3 lanes did not finish in 850 s.
+SWITCHING_LANES = 1
 
 
 class PoolStats(NamedTuple):
@@ -126,7 +134,9 @@ def solve_batch(
     - `switching`: as in `gflow.simulate`, by the same rule: where `simulate` would run the
       switching solve on a point, the pool runs the switching stepper
       (`gflow.switching.stepper`) on it, lane by lane, and takes the very same steps; else the
-      plain Runge–Kutta + PID step. With `switching=None`, points whose switching solve ends
+      plain Runge–Kutta + PID step. The switching stepper runs one lane at a time
+      (`SWITCHING_LANES`: vmapped, every lane would pay every branch of its step). With
+      `switching=None`, points whose switching solve ends
       "stalled" are solved again by the plain pool (`stats["switching_stalled"]` = 1), as
       `simulate` does. `stats` has the keys `gflow.trajectory.STATS` on every row.
 
@@ -166,10 +176,10 @@ def solve_batch(
     ctx = problem(objective, prepared.switching, one_params, one_args, prepared.rtol, prepared.atol, **keywords)
     t0_, t1_, ts = prepared.arrays()[:3]
     traj, counts = _stepper_pool(ctx, params0, args, jnp.asarray(num_points, jnp.int32), t0_, t1_, ts,
-                                 lanes=min(lanes, n), shared_args=shared)
+                                 lanes=SWITCHING_LANES, shared_args=shared)
     ran = (jnp.arange(n) < num_points).astype(jnp.int32)
     traj = eqx.tree_at(lambda t: t.stats, traj, {**traj.stats, "switching": ran})
-    stats = PoolStats(int(counts[0]), min(lanes, n), int(counts[1]))
+    stats = PoolStats(int(counts[0]), SWITCHING_LANES, int(counts[1]))
     stalled = np.flatnonzero(np.asarray(traj.status_code) == _status.STALLED)
     if prepared.automatic and stalled.size:
         traj = _plain_again(traj, stalled, objective, params0, args, prepared, shared)

@@ -152,12 +152,23 @@ def relu_points():
     return L, stacked, ts, singles
 
 
-@pytest.mark.parametrize("lanes", [1, 3])
-def test_pool_runs_the_switching_stepper_as_simulate(relu_points, lanes):
+def test_pool_runs_the_switching_stepper_as_simulate(relu_points):
     """Point by point, the pool takes the very steps of `gflow.simulate`'s switching solve and
-    ends at the same parameters (issue 18: 1 lane and several lanes)."""
+    ends at the same parameters (issue 18: 1 lane and several lanes asked; the stepper runs
+    `batching.SWITCHING_LANES`)."""
     L, stacked, ts, singles = relu_points
-    traj, _ = batching.solve_batch(L, stacked, 5.0, saveat=ts, rtol=1e-8, lanes=lanes)
+    for lanes in (1, 3):
+        traj, stats = batching.solve_batch(L, stacked, 5.0, saveat=ts, rtol=1e-8, lanes=lanes)
+        assert stats.lanes == batching.SWITCHING_LANES
+        _same_as_simulate(traj, singles)
+    # switching=False in the pool is the plain solve: many more steps on this kinked flow
+    one = jax.tree.map(lambda x: x[:1], stacked)
+    traj, _ = batching.solve_batch(L, one, 5.0, saveat=ts, rtol=1e-8, switching=False, max_steps=3000)
+    assert int(traj.stats["switching"][0]) == 0
+    assert int(traj.num_steps[0]) > 3 * int(singles[0].num_steps)
+
+
+def _same_as_simulate(traj, singles):
     for i, one in enumerate(singles):
         assert int(one.stats["switching"]) == 1 and int(traj.stats["switching"][i]) == 1
         assert one.status == "success" and traj.status[i] == "success"
@@ -168,11 +179,3 @@ def test_pool_runs_the_switching_stepper_as_simulate(relu_points, lanes):
             np.testing.assert_allclose(a[i], b, rtol=1e-8, atol=1e-12)
         np.testing.assert_allclose(traj.loss[i], one.loss, rtol=1e-10)
 
-
-def test_pool_plain_when_asked(relu_points):
-    """switching=False in the pool is the plain solve (many more steps on this kinked flow)."""
-    L, stacked, ts, singles = relu_points
-    one = jax.tree.map(lambda x: x[:1], stacked)
-    traj, _ = batching.solve_batch(L, one, 5.0, saveat=ts, rtol=1e-8, switching=False, max_steps=3000)
-    assert int(traj.stats["switching"][0]) == 0
-    assert int(traj.num_steps[0]) > 3 * int(singles[0].num_steps)
