@@ -22,7 +22,7 @@ from jax.flatten_util import ravel_pytree
 
 from .. import status as _status
 from .._common import _blowup_threshold, _dtmin, progress_meter, scale_aware_atol
-from ..trajectory import Trajectory, assemble
+from ..trajectory import STATS, Trajectory, assemble
 from . import crossings as _crossings
 from . import events as _events
 from . import saving as _saving
@@ -30,19 +30,8 @@ from . import sliding as _sliding
 from . import step_size as _step_size
 from .context import problem
 
-_COUNTS = (
-    "num_steps",
-    "num_accepted_steps",
-    "num_rejected_steps",
-    "num_crossings",
-    "num_crossings_stepped_over",
-    "num_sliding_starts",
-    "num_sliding_exits",
-    "max_sliding",
-    "sliding_overflow",
-    "extra_grad_evals",
-    "num_steps_shortened",
-)
+# the stepper's counters: the step counts, then the switching counts of `gflow.trajectory.STATS`
+_COUNTS = ("num_steps", "num_accepted_steps", "num_rejected_steps", *STATS[:8])
 
 
 class State(eqx.Module):
