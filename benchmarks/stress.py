@@ -6,7 +6,7 @@ reduction)` (ReLU, or leaky ReLU with gflow's slope 0.01) on data that is not we
 (`gflow.models.init_two_layer(PRNGKey(seed), d, width, ε)`). For each case `gflow.simulate` runs
 with the switching solve (`switching=L.switching`, forced), with `switching=False` (plain) and
 with the default `switching=None` (the switching solve only at rtol < `flow.SWITCHING_MAX_RTOL`,
-the plain solve after a "stalled" one; `stats["switching"]`, `stats["switching_stalled"]` say
+the plain solve after a "stalled" or "nonfinite" one; `stats["switching"]`, `stats["switching_fallback"]` say
 which ran), all capped at the case's `max_steps`; each solve is compiled first by a call with t1/1000 (t1 and rtol are traced), and
 the second call is timed. Recorded: status, t reached, accepted / rejected steps, ∇L evaluations
 (`num_grad_evals`), wall time, sliding statistics, and the final weights' relative error
@@ -228,11 +228,12 @@ def _row_of(traj, wall, ref, case):
 
 def default_is(case, forced_status):
     """Which solve `switching=None` runs on a case, by `flow.SWITCHING_MAX_RTOL` and the fall-back
-    after a stall: "plain", "switching", or "switching, then plain" (given the forced switching
-    solve's status)."""
+    after a stall or a collapse (`gflow.status.SWITCHING_FALLBACK`): "plain", "switching", or
+    "switching, then plain" (given the forced switching solve's status)."""
     if case.rtol >= gflow.flow.SWITCHING_MAX_RTOL:
         return "plain"
-    return "switching, then plain" if forced_status == "stalled" else "switching"
+    fell = forced_status in [gflow.status.NAMES[c] for c in gflow.status.SWITCHING_FALLBACK]
+    return "switching, then plain" if fell else "switching"
 
 
 def run_case(case, refs=None, log=print, with_reference=True, reuse_default=False):
@@ -253,10 +254,10 @@ def run_case(case, refs=None, log=print, with_reference=True, reuse_default=Fals
         if key == "default" and reuse_default:
             which = default_is(case, row["switching"]["status"])
             source = row["plain" if which == "plain" else "switching"]
-            stats = {**source["stats"], "switching": int(which != "plain"), "switching_stalled": int("then" in which)}
+            stats = {**source["stats"], "switching": int(which != "plain"), "switching_fallback": int("then" in which)}
             row[key] = {**source, "stats": stats, "reused": which}
             if "then" in which:
-                row[key] = {**row["plain"], "stats": {**row["plain"]["stats"], "switching": 0, "switching_stalled": 1},
+                row[key] = {**row["plain"], "stats": {**row["plain"]["stats"], "switching": 0, "switching_fallback": 1},
                             "reused": which, "wall": row["plain"]["wall"] + row["switching"]["wall"]}
             log(f"  {key}: {which} (reused)")
             continue
@@ -333,7 +334,7 @@ def summary(rows):
         out[solve_key] = part
     out["default_ran_switching"] = [r["case"]["name"] for r in rows if r.get("default", {}).get("stats", {}).get("switching")]
     out["default_stalled_fell_back"] = [
-        r["case"]["name"] for r in rows if r.get("default", {}).get("stats", {}).get("switching_stalled")]
+        r["case"]["name"] for r in rows if r.get("default", {}).get("stats", {}).get("switching_fallback")]
     out["plain_grinds"] = {
         r["case"]["name"]: {"plain": {k: r["plain"][k] for k in ("status", "t", "steps")},
                             "switching_steps": r["switching"]["steps"], "switching_status": r["switching"]["status"]}
@@ -367,8 +368,8 @@ def table(rows):
             dcols = "– | – | –"
         else:
             ran = "switching" if df["stats"].get("switching") else "plain"
-            if df["stats"].get("switching_stalled"):
-                ran = "plain after stall"
+            if df["stats"].get("switching_fallback"):
+                ran = "plain after fallback"
             dcols = f"{ran} | {ratios(df)} | {verdict(row.get('check_default', []))}"
         ref = row["reference"]
         mark = "" if ref["ok"] and ref["kind"] == "filippov" else (" (ref: switching)" if ref["ok"] else " (no ref)")
@@ -393,7 +394,7 @@ def write(rows, out):
             df = r.get("default", {"stats": {}})
             w.writerow([r["case"]["name"], r["reference"]["kind"] if r["reference"]["ok"] else "none"]
                        + [r.get(s, {}).get(k) for s in solves for k in keys]
-                       + [df["stats"].get("switching"), df["stats"].get("switching_stalled"),
+                       + [df["stats"].get("switching"), df["stats"].get("switching_fallback"),
                           "; ".join(r["check"]) or "ok", "; ".join(r.get("check_default", [])) or "ok"])
 
 

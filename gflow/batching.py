@@ -22,9 +22,9 @@ seeds), the lanes' products with the data become one large matrix product.
 
 Kinked objectives (ReLU nets, hinge, abs: see `gflow.switching`) are solved by the same rule as
 `gflow.simulate`: where it would run the switching solve, the pool runs the switching stepper
-(`gflow.switching.stepper`: init / step / done / result, vmapped over the lanes) with the same
-refill (`_stepper_pool`), so that every point takes the very steps `simulate` takes on it; it
-runs one lane at a time (`SWITCHING_LANES`).
+(`gflow.switching.stepper`: init / step / done / result) with the same refill
+(`_stepper_pool`), so that every point takes the very steps `simulate` takes on it. Its lanes
+step one after another (`jax.lax.map`), not vmapped (see `_stepper_pool`).
 """
 
 from typing import Any, NamedTuple
@@ -41,13 +41,6 @@ from . import options as _options
 from . import status as _status
 from ._diffrax import WrapTerm, prevbefore
 from .trajectory import Trajectory, assemble
-
-
-# The switching stepper runs one lane at a time, whatever `lanes` asks: vmapped over lanes, its
-# `lax.cond`s (crossing location, sliding geometry, set decisions) become selects that every
-# lane pays on every step. Measured on issue 18's table (3 points, rtol 1e-8, 2-core CPU): 1
-# lane 35 s for all three points (compile included); 3 lanes did not finish in 850 s.
-SWITCHING_LANES = 1
 
 
 class PoolStats(NamedTuple):
@@ -134,11 +127,9 @@ def solve_batch(
     - `switching`: as in `gflow.simulate`, by the same rule: where `simulate` would run the
       switching solve on a point, the pool runs the switching stepper
       (`gflow.switching.stepper`) on it, lane by lane, and takes the very same steps; else the
-      plain Runge–Kutta + PID step. The switching stepper runs one lane at a time
-      (`SWITCHING_LANES`: vmapped, every lane would pay every branch of its step). With
-      `switching=None`, points whose switching solve ends
-      "stalled" are solved again by the plain pool (`stats["switching_stalled"]` = 1), as
-      `simulate` does. `stats` has the keys `gflow.trajectory.STATS` on every row.
+      plain Runge–Kutta + PID step. With `switching=None`, points whose switching solve ends
+      "stalled" or "nonfinite" are solved again by the plain pool
+      (`stats["switching_fallback"]` = 1), as `simulate` does. `stats` has the keys `gflow.trajectory.STATS` on every row.
 
     Options are checked by `gflow.options` (as for `gflow.simulate`, on the first point).
 
@@ -176,23 +167,24 @@ def solve_batch(
     ctx = problem(objective, prepared.switching, one_params, one_args, prepared.rtol, prepared.atol, **keywords)
     t0_, t1_, ts = prepared.arrays()[:3]
     traj, counts = _stepper_pool(ctx, params0, args, jnp.asarray(num_points, jnp.int32), t0_, t1_, ts,
-                                 lanes=SWITCHING_LANES, shared_args=shared)
+                                 lanes=min(lanes, n), shared_args=shared)
     ran = (jnp.arange(n) < num_points).astype(jnp.int32)
     traj = eqx.tree_at(lambda t: t.stats, traj, {**traj.stats, "switching": ran})
-    stats = PoolStats(int(counts[0]), SWITCHING_LANES, int(counts[1]))
-    stalled = np.flatnonzero(np.asarray(traj.status_code) == _status.STALLED)
-    if prepared.automatic and stalled.size:
-        traj = _plain_again(traj, stalled, objective, params0, args, prepared, shared)
+    stats = PoolStats(int(counts[0]), min(lanes, n), int(counts[1]))
+    again = np.flatnonzero(_status.falls_back(traj.status_code))
+    if prepared.automatic and again.size:
+        traj = _plain_again(traj, again, objective, params0, args, prepared, shared)
     return traj, stats
 
 
 def _plain_again(traj, rows, objective, params0, args, prepared, shared):
-    """`traj` with `rows` solved again by the plain pool (their switching solve stalled)."""
+    """`traj` with `rows` solved again by the plain pool (their switching solve stalled or
+    collapsed: `gflow.status.SWITCHING_FALLBACK`)."""
     take = lambda tree: jax.tree.map(lambda x: x[rows], tree)
     again, _ = _pool(objective, take(params0), args if shared else take(args),
                      jnp.asarray(rows.size, jnp.int32), *prepared.arrays(), prepared.settings,
                      lanes=min(rows.size, 16), shared_args=shared)
-    stats = {**again.stats, "switching_stalled": jnp.ones_like(again.status_code)}
+    stats = {**again.stats, "switching_fallback": jnp.ones_like(again.status_code)}
     again = eqx.tree_at(lambda t: t.stats, again, stats)
     return jax.tree.map(lambda whole, part: whole.at[rows].set(part), traj, again)
 
@@ -508,9 +500,15 @@ def _refill(idx, done, next_idx, num_points):
 @eqx.filter_jit
 def _stepper_pool(ctx, params0, args, num_points, t0, t1, ts, *, lanes, shared_args):
     """Continuous batching of the switching stepper (`gflow.switching.stepper`: init / step /
-    done / result, each vmapped over lanes): every iteration steps all lanes once; a lane that
-    is done writes its `Trajectory` row and is refilled with the next point. Each lane takes the
-    very steps `gflow.simulate` takes on its point alone."""
+    done / result): every iteration steps all lanes once; a lane that is done writes its
+    `Trajectory` row and is refilled with the next point. Each lane takes the very steps
+    `gflow.simulate` takes on its point alone.
+
+    The lanes step one after another (`jax.lax.map`), not vmapped: under `jax.vmap` a
+    `lax.cond` on a per-lane predicate becomes a select that runs both branches, so every lane
+    would pay every branch of the step (crossing location, sliding geometry, the Filippov set's
+    active-set solve) on every step, even with one lane (a vmap of size 1 batches its
+    predicates too)."""
     from .switching import stepper
 
     n = jax.tree.leaves(params0)[0].shape[0]
@@ -525,7 +523,8 @@ def _stepper_pool(ctx, params0, args, num_points, t0, t1, ts, *, lanes, shared_a
         return _Slot(idx, a, stepper.init(lane_ctx(a), y0, t0, t1, ts))
 
     vload = jax.vmap(load)
-    vstep = jax.vmap(lambda s: eqx.tree_at(lambda z: z.state, s, stepper.step(lane_ctx(s.args), s.state)))
+    vstep = lambda pool: jax.lax.map(
+        lambda s: eqx.tree_at(lambda z: z.state, s, stepper.step(lane_ctx(s.args), s.state)), pool)
     vresult = jax.vmap(lambda s: stepper.result(lane_ctx(s.args), s.state))
 
     first = jnp.arange(lanes, dtype=jnp.int32)

@@ -173,8 +173,9 @@ def simulate(
       With None, the switching solve is used only for rtol < `SWITCHING_MAX_RTOL` (1e-5): at
       looser tolerances the plain solve is cheaper (measured; see `SWITCHING_MAX_RTOL`).
       `stats["switching"]` is 1 where the switching solve ran, 0 for the plain solve. When the
-      switching solve chosen by None ends "stalled" (its progress guard), the plain solve is
-      run instead and `stats["switching_stalled"]` is 1 (outside jit/vmap only).
+      switching solve chosen by None ends "stalled" (its progress guard) or "nonfinite" (steps
+      collapsed), the plain solve is run instead and `stats["switching_fallback"]` is 1
+      (outside jit/vmap only; `gflow.status.SWITCHING_FALLBACK`).
 
     **Returns:** a `gflow.Trajectory`. The solve itself never raises: a blow-up gives status
     "nonfinite", too few steps "max_steps", a switching solve that stops making progress
@@ -193,14 +194,14 @@ def simulate(
     else:
         traj = _solve(objective, params0, args, *prepared.arrays(), prepared.settings)
     ran = prepared.switching is not None
-    stalled = jnp.zeros_like(traj.status_code)
-    if prepared.automatic and ran and _options.concrete(traj.status_code) and traj.status == "stalled":
-        # the switching solve chosen by default stopped making progress (its guard): the plain
-        # solve is run instead, and stats["switching_stalled"] says so. Under jit/vmap the
-        # status cannot be read, and a "stalled" lane is returned as it is.
-        ran, stalled = False, stalled + 1
+    fallback = jnp.zeros_like(traj.status_code)
+    if prepared.automatic and ran and _options.concrete(traj.status_code) and _status.falls_back(traj.status_code):
+        # the switching solve chosen by default stalled or collapsed: the plain solve is run
+        # instead, and stats["switching_fallback"] says so. Under jit/vmap the status cannot
+        # be read, and the lane is returned as it is.
+        ran, fallback = False, fallback + 1
         traj = _solve(objective, params0, args, *prepared.arrays(), prepared.settings)
-    stats = {**traj.stats, "switching": jnp.zeros_like(traj.status_code) + ran, "switching_stalled": stalled}
+    stats = {**traj.stats, "switching": jnp.zeros_like(traj.status_code) + ran, "switching_fallback": fallback}
     return eqx.tree_at(lambda t: t.stats, traj, full_stats(stats, traj.status_code))
 
 

@@ -17,6 +17,16 @@ STALLED = 5  #: the switching solve stopped making progress (see `gflow.switchin
 
 NAMES = ("success", "event", "max_steps", "nonfinite", "failed", "stalled")
 
+#: the endings of a switching solve chosen by `switching=None` after which the plain solve is
+#: run instead (`gflow.simulate`, `gflow.batching.solve_batch`): its progress guard fired, or
+#: its steps collapsed / the state blew up (a flow that truly blows up does so plain too)
+SWITCHING_FALLBACK = (STALLED, NONFINITE)
+
+
+def falls_back(code):
+    """Whether a switching solve that ended with `code` is solved again plain (`SWITCHING_FALLBACK`)."""
+    return np.isin(np.asarray(code), SWITCHING_FALLBACK)
+
 
 def name(code):
     """The status name of an integer code, or an array of names for an array of codes."""

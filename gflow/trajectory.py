@@ -82,8 +82,9 @@ class Trajectory(eqx.Module):
 #: sliding at once), sliding_overflow, extra_grad_evals (∇L evaluations for event decisions and
 #: exit checks, included in `num_grad_evals`), num_steps_shortened (steps ended early for the
 #: kinks' error), sliding_final (surfaces sliding at t_final); and `gflow.simulate`'s
-#: switching (1 where the switching solve ran) and switching_stalled (1 where the switching
-#: solve chosen by default stalled and the plain solve was run instead).
+#: switching (1 where the switching solve ran) and switching_fallback (1 where the switching
+#: solve chosen by default stalled or collapsed and the plain solve was run instead:
+#: `gflow.status.SWITCHING_FALLBACK`).
 STATS = (
     "num_crossings",
     "num_crossings_stepped_over",
@@ -95,7 +96,7 @@ STATS = (
     "num_steps_shortened",
     "sliding_final",
     "switching",
-    "switching_stalled",
+    "switching_fallback",
 )
 
 

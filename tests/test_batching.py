@@ -154,12 +154,11 @@ def relu_points():
 
 def test_pool_runs_the_switching_stepper_as_simulate(relu_points):
     """Point by point, the pool takes the very steps of `gflow.simulate`'s switching solve and
-    ends at the same parameters (issue 18: 1 lane and several lanes asked; the stepper runs
-    `batching.SWITCHING_LANES`)."""
+    ends at the same parameters (issue 18), with 1 lane and with several lanes."""
     L, stacked, ts, singles = relu_points
     for lanes in (1, 3):
         traj, stats = batching.solve_batch(L, stacked, 5.0, saveat=ts, rtol=1e-8, lanes=lanes)
-        assert stats.lanes == batching.SWITCHING_LANES
+        assert stats.lanes == lanes
         _same_as_simulate(traj, singles)
     # switching=False in the pool is the plain solve: many more steps on this kinked flow
     one = jax.tree.map(lambda x: x[:1], stacked)

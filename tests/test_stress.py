@@ -103,7 +103,7 @@ def _assert_default(name, refs):
     # the default solve ran the solve gflow's rule names (`stats`, read from the solve itself)
     which = stress.default_is(stress.CASES[name], row["switching"]["status"])
     assert row["default"]["stats"]["switching"] == (which == "switching"), (which, row["default"]["stats"])
-    assert row["default"]["stats"]["switching_stalled"] == ("then" in which), (which, row["default"]["stats"])
+    assert row["default"]["stats"]["switching_fallback"] == ("then" in which), (which, row["default"]["stats"])
     assert not row["check_default"], _describe(row, "default")
 
 

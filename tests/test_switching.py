@@ -421,3 +421,23 @@ def test_progress_guard_ends_a_stalled_solve():
     assert traj.status == "stalled"
     assert int(traj.num_steps) < 2_000 and 0 < float(traj.t_final) < 5.0
     assert int(traj.stats["sliding_overflow"]) > 0
+
+
+def test_a_collapsed_switching_solve_falls_back_to_the_plain_solve():
+    # L = −Σ relu(θ)³ has kinks at θ_k = 0 and a flow that blows up at t* = 1/(3 θ0) = 1/3:
+    # the default switching solve ends "nonfinite", the plain solve is run instead
+    # (`status.SWITCHING_FALLBACK`) and ends "nonfinite" there too, near t*, for simulate and
+    # for the pool alike
+    L = lambda p: -jnp.sum(jax.nn.relu(p["w"]) ** 3)  # noqa: E731
+    p0 = {"w": jnp.array([1.0, -0.5])}
+    forced = gflow.simulate(L, p0, 1.0, rtol=1e-8, switching=gflow.kinks.find(L, p0))
+    assert forced.status == "nonfinite" and int(forced.stats["switching"]) == 1
+    traj = gflow.simulate(L, p0, 1.0, rtol=1e-8)
+    assert traj.status == "nonfinite"
+    assert int(traj.stats["switching"]) == 0 and int(traj.stats["switching_fallback"]) == 1
+    assert abs(float(traj.t_final) - 1 / 3) < 1e-3
+    stacked = jax.tree.map(lambda x: x[None], p0)
+    pooled, _ = gflow.batching.solve_batch(L, stacked, 1.0, rtol=1e-8)
+    assert gflow.status.name(pooled.status_code[0]) == "nonfinite"
+    assert int(pooled.stats["switching_fallback"][0]) == 1
+    assert int(pooled.num_steps[0]) == int(traj.num_steps)

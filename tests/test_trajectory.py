@@ -37,7 +37,7 @@ def test_switching_path_fills_stats():
     assert int(traj.stats["switching"]) == 1
     # it reaches w = 0 and slides (no crossing), then leaves (tests/test_switching.py)
     assert int(traj.stats["num_crossings"]) == 0 and int(traj.stats["num_sliding_starts"]) == 1
-    assert int(traj.stats["num_sliding_exits"]) == 1 and int(traj.stats["switching_stalled"]) == 0
+    assert int(traj.stats["num_sliding_exits"]) == 1 and int(traj.stats["switching_fallback"]) == 0
 
 
 def test_pool_path_fills_stats_per_point():
