@@ -152,14 +152,17 @@ def relu_points():
     return L, stacked, ts, singles
 
 
-def test_pool_runs_the_switching_stepper_as_simulate(relu_points):
+@pytest.mark.parametrize("lanes", [pytest.param(1, marks=pytest.mark.slow), 2])
+def test_pool_runs_the_switching_stepper_as_simulate(relu_points, lanes):
     """Point by point, the pool takes the very steps of `gflow.simulate`'s switching solve and
-    ends at the same parameters (issue 18), with 1 lane and with several lanes."""
+    ends at the same parameters (issue 18), with 1 lane and with several lanes (2 lanes for 3
+    points: one lane is refilled)."""
     L, stacked, ts, singles = relu_points
-    for lanes in (1, 3):
-        traj, stats = batching.solve_batch(L, stacked, 5.0, saveat=ts, rtol=1e-8, lanes=lanes)
-        assert stats.lanes == lanes
-        _same_as_simulate(traj, singles)
+    traj, stats = batching.solve_batch(L, stacked, 5.0, saveat=ts, rtol=1e-8, lanes=lanes)
+    assert stats.lanes == lanes
+    _same_as_simulate(traj, singles)
+    if lanes == 1:
+        return
     # switching=False in the pool is the plain solve: many more steps on this kinked flow
     one = jax.tree.map(lambda x: x[:1], stacked)
     traj, _ = batching.solve_batch(L, one, 5.0, saveat=ts, rtol=1e-8, switching=False, max_steps=3000)

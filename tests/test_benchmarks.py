@@ -9,6 +9,8 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -21,6 +23,7 @@ def _finite_numbers(x):
     return [v for item in items for v in _finite_numbers(item)]
 
 
+@pytest.mark.slow  # ~80 s: the benchmark report's quick mode (make bench runs it in full)
 def test_quick_report(tmp_path):
     sys.path.insert(0, str(BENCH))
     try:

@@ -168,6 +168,7 @@ def test_float32_solve_with_event_runs_in_float32(kind):
     assert abs(float(traj.t_event) - exact) < 5 * 2e-4 * exact  # a few rtol
 
 
+@pytest.mark.slow  # compiles the switching solve a second time, in float32
 def test_float32_switching_solve_agrees_with_float64():
     # The ReLU net's switching solve in float32 against the float64 one at rtol 1e-10 (named
     # explicitly: at float32's rtol, `switching=None` would choose the plain solve).

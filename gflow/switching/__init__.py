@@ -84,7 +84,8 @@ dense output), `step_size` (step-size decisions, the progress guard), `saving` (
 the save times), `stepper` (`init` / `step` / `done` / `result`, and `integrate`).
 
 `integrate` is pure JAX (`init`, one `lax.while_loop` of `step`, `result`), returns status codes,
-and is `jax.vmap`-able; so are the stepper's functions, lane by lane.
+and is `jax.vmap`-able; so are the stepper's functions. Under `jax.vmap` every `lax.cond` of a
+step becomes a select that runs both branches, so the pool steps its lanes with `jax.lax.map`.
 """
 
 from .context import Problem, problem

@@ -36,7 +36,7 @@ class Problem(eqx.Module):
     observables: dict
     event: Callable | None
     event_is_bool: bool | None = eqx.field(static=True)
-    max_steps: int = eqx.field(static=True)
+    max_steps: jax.Array  # traced: another cap does not compile the solve again
     save_params: bool = eqx.field(static=True)
     unravel: Callable = eqx.field(static=True)
     s_shape: tuple = eqx.field(static=True)
@@ -128,6 +128,7 @@ def problem(objective, switching, params0, args, rtol, atol, *, solver, observab
     extra = () if args is None else (args,)
     s_shape = jax.eval_shape(lambda y: switching.surfaces(unravel(y), *extra), y0).shape
     return Problem(
-        objective, switching, args, solver, rtol, atol, observables, event, event_is_bool, max_steps, save_params,
+        objective, switching, args, solver, rtol, atol, observables, event, event_is_bool,
+        jnp.asarray(max_steps, jnp.int32), save_params,
         unravel, s_shape, y0.shape[0], y0.dtype,
     )

@@ -252,7 +252,11 @@ def signed(pattern, s):
 def over(ctx, att, tb, yb) -> Over:
     """The step [t_a, t_b] with its kinks: crossings, their correction and its error test."""
     s_b = ctx.surfaces(yb)
-    crossing = att.nonsliding & ~att.on_pending & (signed(att.pattern, s_b) < 0)
+    # a surface whose s did not move in the step was not crossed in it: a state left at s ≈ 0
+    # on the far side by round-off where the pattern's field has no normal component (a ReLU
+    # neuron that died on its kink) would otherwise be crossed back at every step (stalled
+    # 10 of 30 flows of L = Σ relu(θ_k) c_k into their kinks)
+    crossing = att.nonsliding & ~att.on_pending & (signed(att.pattern, s_b) < 0) & (s_b != att.s_a)
     any_crossing = jnp.any(crossing)
     found = jax.lax.cond(any_crossing, lambda: kinks(ctx, att, tb, yb, s_b, crossing), lambda: no_kinks(ctx))
     yc = yb + found.delta
@@ -260,6 +264,23 @@ def over(ctx, att, tb, yb) -> Over:
         att.ta, tb, att.ya, yc, att.piece, found.error, _KINK_ORDER, att.controller_state
     )
     return Over(tb, yb, s_b, crossing, any_crossing, found, yc, keep_kinks, kinks_b - kinks_a)
+
+
+def onto_side(ctx, y, pattern, k):
+    """y with surface k (K: none) on the side `pattern` gives it: a state located at a crossing
+    lies at s_k ≈ 0 up to round-off, possibly on the far side; it is reflected across the
+    surface, y − 2 s_k ∇s_k/|∇s_k|² (a change of the size of that round-off), so that the
+    state, its observables and the pattern agree (a neuron that dies on its kink with
+    s = +1e-23 counted as active on that point and kept a 4-point alignment event from firing)."""
+
+    def reflect():
+        s_k = ctx.surfaces(y)[k]
+        n = ctx.surface_normals(y, k[None])[0]
+        nn = n @ n
+        wrong = (signed(pattern[k], s_k) < 0) & (nn > 0)
+        return jnp.where(wrong, y - 2 * s_k * n / jnp.where(nn > 0, nn, 1.0), y)
+
+    return jax.lax.cond(k < ctx.K, reflect, lambda: y)
 
 
 def new_side(ctx, att, ov):

@@ -201,7 +201,8 @@ def _one_sided(ctx, y, base, sliding, geo, k):
 def decide(ctx, state, att, ov, ev, counts):
     """The event the step ends on handled: which side of a crossed surface, or onto it (an
     onset), or off a sliding surface (an exit). Returns (pattern, sliding set, whether an event
-    was handled, whether it is the user's, whether it is the pending one, counts)."""
+    was handled, whether it is the user's, whether it is the pending one, the surface crossed
+    at the event (K: none), counts)."""
     M, sliding, geo = ctx.M, att.sliding, att.piece[1]
     flipped = att.pattern ^ ov.crossing
     at_pending = ev.advance & att.pending_here & ~ev.cut_here
@@ -250,4 +251,5 @@ def decide(ctx, state, att, ov, ev, counts):
     counts["num_sliding_exits"] += left.astype(jnp.int32)
     counts["sliding_overflow"] += (is_cross & attractive & ~has_room).astype(jnp.int32)
     counts["max_sliding"] = jnp.maximum(counts["max_sliding"], jnp.sum(new_sliding >= 0))
-    return new_pattern, new_sliding, handle, is_user, at_pending, counts
+    crossed = jnp.where(is_cross & ~onset, k, ctx.K).astype(jnp.int32)  # K: none
+    return new_pattern, new_sliding, handle, is_user, at_pending, crossed, counts

@@ -165,7 +165,7 @@ def step(ctx, state: State) -> State:
     counts["num_steps_shortened"] += resplit.astype(jnp.int32)
     counts["extra_grad_evals"] += (sizes.kink_evals + 1) * resplit.astype(jnp.int32)
     found, ov, counts = _events.locate(ctx, att, ov, sizes, stuck, counts)
-    pattern, sliding, handle, is_user, at_pending, counts = _sliding.decide(ctx, state, att, ov, found, counts)
+    pattern, sliding, handle, is_user, at_pending, crossed, counts = _sliding.decide(ctx, state, att, ov, found, counts)
     advance = found.advance
     counts["num_accepted_steps"] += advance.astype(jnp.int32)
     counts["num_rejected_steps"] += (~advance).astype(jnp.int32)
@@ -186,7 +186,7 @@ def step(ctx, state: State) -> State:
     return dataclasses.replace(
         state,
         t=t_new,
-        y=jnp.where(advance, ov.yc, att.ya),
+        y=_crossings.onto_side(ctx, jnp.where(advance, ov.yc, att.ya), pattern, crossed),
         t_next=jnp.where(found.retake, found.tau, jnp.minimum(t_new + dt_next, state.t1)),
         controller_state=sizes.controller_state,
         solver_state=solver_state,
@@ -245,8 +245,15 @@ def result(ctx, state: State) -> Trajectory:
     )
 
 
+def integrate(objective, switching, params0, args, t0, t1, ts, rtol, atol, *, max_steps, **settings):
+    """Solve dθ/dt = −∇L(θ) across the switching surfaces of `switching` (see `_integrate`);
+    `max_steps` is passed traced, so that another cap does not compile the solve again."""
+    return _integrate(objective, switching, params0, args, t0, t1, ts, rtol, atol,
+                      max_steps=jnp.asarray(max_steps, jnp.int32), **settings)
+
+
 @eqx.filter_jit
-def integrate(
+def _integrate(
     objective,
     switching,
     params0,
