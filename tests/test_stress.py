@@ -57,13 +57,18 @@ def test_check_applies_the_rule():
 
 
 def test_default_is_the_documented_rule():
-    import gflow
+    from gflow import options as o
 
-    loose = next(c for c in stress.CASES.values() if c.rtol >= gflow.flow.SWITCHING_MAX_RTOL)
-    tight = next(c for c in stress.CASES.values() if c.rtol < gflow.flow.SWITCHING_MAX_RTOL)
-    assert stress.default_is(loose, "stalled") == "plain"
-    assert stress.default_is(tight, "success") == "switching"
-    assert stress.default_is(tight, "stalled") == "switching, then plain"
+    assert (o.SWITCHING_MAX_RTOL, o.SWITCHING_MAX_SURFACES) == (1e-4, 20_000)
+    C = stress.CASES
+    # rtol 1e-4 (kinks-rtol1e-04, K = 800) is not below 1e-4; n20's rtol 1e-5 is
+    assert stress.default_is(C["kinks-rtol1e-04"], "success") == ("plain", o.SWITCHING_LOOSE_RTOL)
+    assert stress.default_is(C["n20"], "success") == ("switching", o.SWITCHING_RAN)
+    # K = n·h = 100,000 > 20,000 at rtol 1e-6; K = 20,000 (width200) is not above it
+    assert stress.default_is(C["big-sep-n1000-h100"], "success") == ("plain", o.SWITCHING_MANY_SURFACES)
+    assert stress.default_is(C["width200"], "success") == ("switching", o.SWITCHING_RAN)
+    assert stress.default_is(C["issue17a"], "stalled") == ("switching, then plain", o.SWITCHING_FELL_BACK)
+    assert stress.default_is(C["issue17a"], "nonfinite") == ("switching, then plain", o.SWITCHING_FELL_BACK)
 
 
 # where issue 17's rule does not hold (benchmarks/stress.py, docs/benchmarks.md "Stress corpus"):
@@ -101,9 +106,10 @@ def _assert_default(name, refs):
     row = _row(name, refs)
     assert row["reference"]["ok"], row["reference"]
     # the default solve ran the solve gflow's rule names (`stats`, read from the solve itself)
-    which = stress.default_is(stress.CASES[name], row["switching"]["status"])
+    which, reason = stress.default_is(stress.CASES[name], row["switching"]["status"])
     assert row["default"]["stats"]["switching"] == (which == "switching"), (which, row["default"]["stats"])
     assert row["default"]["stats"]["switching_fallback"] == ("then" in which), (which, row["default"]["stats"])
+    assert row["default"]["stats"]["switching_reason"] == reason, (which, row["default"]["stats"])
     assert not row["check_default"], _describe(row, "default")
 
 
