@@ -35,16 +35,19 @@ import numpy as np
 
 MIN_RTOL_EPS = 1e3
 # `switching=None` integrates a piecewise-linear net's kinks (the switching solve) only below
-# this rtol and for K ≤ SWITCHING_MAX_SURFACES. Measured on the stress corpus
-# (docs/benchmarks.md "Stress corpus", benchmarks/stress.py `rule_table`): at rtol 1e-5 the
-# plain solve grinds on n20 (max_steps at t = 0.77 of 10, the switching solve: 369 steps) and
-# takes 57× the switching solve's steps on issue-seed8; at rtol 1e-4 it steps through the kinks
-# cheaper (kinks benchmark, docs/switching.md: wall plain / switching 0.22×, 0.15×, 0.015×;
-# issue17b: 265 plain steps against 1,535; n1000: 2,594 against 4,063).
+# this rtol and for K ≤ SWITCHING_MAX_SURFACES. Measured on the stress corpus (docs/benchmarks.md
+# "Stress corpus", `benchmarks/stress.py`'s `rule_table`; this rule passes issue 17's rule on all
+# 37 measured cases): at rtol 1e-5 the plain solve grinds on n20 (max_steps at t = 0.77 of 10;
+# the switching solve: 369 steps) and takes 57× the switching solve's steps on issue-seed8; at
+# rtol 1e-4 it steps through the kinks cheaper (kinks benchmark, docs/switching.md: wall plain /
+# switching 0.22×, 0.15×, 0.015×; issue17b: 265 steps against 1,535; n1000: 2,594 against 4,063).
 SWITCHING_MAX_RTOL = 1e-4
 # `switching=None` runs the plain solve on more switching functions K than this (a two-layer
-# net: K = n·width). On the stress corpus's K = 100,000 case at rtol 1e-6 (big-sep-n1000-h100,
-# 45,634 crossings) the switching solve took 1,926 steps with 32 crossing slots, the plain solve 821.
+# net: K = n·width): on K = 100,000 the crossings and sliding events outnumber the plain solve's
+# steps where surfaces slide (big-n500-h200, rtol 1e-5: 1,614 switching steps with 128 crossing
+# slots, 231 plain), though not where they only cross (big-sep-n1000-h100, rtol 1e-6: 516
+# against 821). At K = 20,000, rtol 1e-6, sep-n200-h100 took 256 switching steps against 1,404
+# plain (width200, K = 20,000 with up to 153 sliding, was not re-measured).
 SWITCHING_MAX_SURFACES = 20_000
 
 # `Prepared.reason`, `stats["switching_reason"]`: which solve ran and why
