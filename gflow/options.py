@@ -46,7 +46,7 @@ SWITCHING_MAX_RTOL = 1e-4
 # net: K = n·width): on K = 100,000 the crossings and sliding events outnumber the plain solve's
 # steps where surfaces slide (big-n500-h200, rtol 1e-5: 1,614 switching steps with 128 crossing
 # slots, 231 plain), though not where they only cross (big-sep-n1000-h100, rtol 1e-6: 516
-# against 821). At K = 20,000, rtol 1e-6, sep-n200-h100 took 256 switching steps against 1,404
+# against 821). At K = 20,000, rtol 1e-6, sep-n200-h100 took 149 switching steps against 1,404
 # plain (width200, K = 20,000 with up to 153 sliding, was not re-measured).
 SWITCHING_MAX_SURFACES = 20_000
 

@@ -285,17 +285,17 @@ def test_crossings_agree_with_scipy_dop853_and_vmap(crossing_problem):
 
 
 def test_crossing_buffer_grows_with_the_surfaces():
-    # B(K) = min(K, clip(⌈K/320⌉, 32, 128)); an explicit max_crossings is honoured as given
+    # B(K) = min(K, clip(⌈K/160⌉, 32, 128)); an explicit max_crossings is honoured as given
     from gflow.switching import crossing_buffer, problem
 
-    assert [crossing_buffer(k) for k in (1, 20, 32, 800, 5_000, 10_240)] == [1, 20, 32, 32, 32, 32]
-    assert [crossing_buffer(k) for k in (10_241, 15_000, 20_000, 40_960, 100_000)] == [33, 47, 63, 128, 128]
+    assert [crossing_buffer(k) for k in (1, 20, 32, 800, 5_000, 5_120)] == [1, 20, 32, 32, 32, 32]
+    assert [crossing_buffer(k) for k in (5_121, 15_000, 20_000, 20_480, 100_000)] == [33, 94, 125, 128, 128]
     X, y = data.hyperplane(200, 3, np.random.default_rng(0))
     L = losses.objective(models.two_layer, "exponential", X, y)
     params0 = models.init_two_layer(jax.random.PRNGKey(0), 3, 60, 1e-2)  # K = 12,000
     ctx = lambda s: problem(L, s, params0, None, 1e-6, None, solver=diffrax.Tsit5(), observables={}, event=None,
                             event_is_bool=None, max_steps=10, save_params=False)
-    assert L.switching.max_crossings is None and ctx(L.switching).B == 38  # ⌈12,000/320⌉
+    assert L.switching.max_crossings is None and ctx(L.switching).B == 75  # ⌈12,000/160⌉
     assert ctx(dataclasses.replace(L.switching, max_crossings=7)).B == 7
     assert ctx(dataclasses.replace(L.switching, max_crossings=10**6)).B == 12_000
 

@@ -62,22 +62,24 @@ class Switching(eqx.Module):
 # `crossing_buffer`: B(K) = clip(⌈K / _SURFACES_PER_SLOT⌉, _MIN_CROSSINGS, _MAX_CROSSINGS)
 _MIN_CROSSINGS = 32
 _MAX_CROSSINGS = 128
-_SURFACES_PER_SLOT = 320
+_SURFACES_PER_SLOT = 160
 
 
 def crossing_buffer(K: int) -> int:
     """The default `Switching.max_crossings` B for K switching functions:
 
-        B(K) = min(K, clip(⌈K / 320⌉, 32, 128)),
+        B(K) = min(K, clip(⌈K / 160⌉, 32, 128)),
 
-    32 up to K = 10,240 surfaces, then one slot per 320 surfaces, 128 from K = 40,960 on.
+    32 up to K = 5,120 surfaces, then one slot per 160 surfaces, 128 from K = 20,480 on.
     The crossings in a step of a given length grow like K, and a step is sized to fill ¾ of
     B. Measured on the stress corpus (docs/benchmarks.md): where surfaces only cross, more
     slots take fewer steps (K = 100,000: 1,926 steps with 32 slots, 516 with 128, the plain
-    solve 821; K = 20,000: 461 with 32, 149 with 125, plain 1,404); where many slide the buffer
-    gains nothing, and n1000 (K = 20,000, up to 43 sliding) stalled with 125 slots but reached
-    t1 with 32 and 64. A slot costs one jump ∂F/∂p_k and a row of the B × B coupling per step
-    with crossings, so small problems keep 32."""
+    solve 821; K = 20,000: 461 with 32, 149 with 125, plain 1,404; K = 15,000: 308 with 32, 128
+    with 94, plain 93). Where many slide it gains little (width100, K = 10,000: 1,379 steps with
+    32, 1,364 with 63), and n1000 (K = 20,000, rtol 1e-4, up to 43 sliding) reached t1 with 32
+    and 64 slots but stalled with 63 and 125: its progress guard is marginal, not monotone in B.
+    A slot costs one jump ∂F/∂p_k and a row of the B × B coupling per step with crossings, so
+    small problems keep 32."""
     wanted = -(-K // _SURFACES_PER_SLOT)
     return min(K, max(_MIN_CROSSINGS, min(_MAX_CROSSINGS, wanted)))
 
