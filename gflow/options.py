@@ -37,10 +37,11 @@ MIN_RTOL_EPS = 1e3
 # `switching=None` integrates a piecewise-linear net's kinks (the switching solve) only below
 # this rtol and for K ≤ SWITCHING_MAX_SURFACES. Measured on the stress corpus (docs/benchmarks.md
 # "Stress corpus", `benchmarks/stress.py`'s `rule_table`; this rule passes issue 17's rule on all
-# 37 measured cases): at rtol 1e-5 the plain solve grinds on n20 (max_steps at t = 0.77 of 10;
+# 39 measured cases): at rtol 1e-5 the plain solve grinds on n20 (max_steps at t = 0.77 of 10;
 # the switching solve: 369 steps) and takes 57× the switching solve's steps on issue-seed8; at
 # rtol 1e-4 it steps through the kinks cheaper (kinks benchmark, docs/switching.md: wall plain /
-# switching 0.22×, 0.15×, 0.015×; issue17b: 265 steps against 1,535; n1000: 2,594 against 4,063).
+# switching 0.22×, 0.15×, 0.015×; issue17b: 265 steps against 1,535; n1000: 2,594 against 4,063
+# with 32 crossing slots, and a stall with the default 125).
 SWITCHING_MAX_RTOL = 1e-4
 # `switching=None` runs the plain solve on more switching functions K than this (a two-layer
 # net: K = n·width): on K = 100,000 the crossings and sliding events outnumber the plain solve's
