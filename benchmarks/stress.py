@@ -5,9 +5,10 @@ reduction)` (ReLU, or leaky ReLU with gflow's slope 0.01) on data that is not we
 (`gflow.data.hyperplane`) or μ-separated (`gflow.data.separated`), balanced init at scale ε
 (`gflow.models.init_two_layer(PRNGKey(seed), d, width, ε)`). For each case `gflow.simulate` runs
 with the switching solve (`switching=L.switching`, forced), with `switching=False` (plain) and
-with the default `switching=None` (the switching solve only at rtol < `flow.SWITCHING_MAX_RTOL`,
-the plain solve after a "stalled" or "nonfinite" one; `stats["switching"]`, `stats["switching_fallback"]` say
-which ran), all capped at the case's `max_steps`; each solve is compiled first by a call with t1/1000 (t1 and rtol are traced), and
+with the default `switching=None` (the switching solve only at rtol < `SWITCHING_MAX_RTOL` and
+K = n·h ≤ `SWITCHING_MAX_SURFACES` (`gflow.options`), the plain solve after a "stalled" or
+"nonfinite" one; `stats["switching"]`, `stats["switching_fallback"]`, `stats["switching_reason"]`
+say which ran and why), all capped at the case's `max_steps`; each solve is compiled first by a call with t1/1000 (t1 and rtol are traced), and
 the second call is timed. Recorded: status, t reached, accepted / rejected steps, ∇L evaluations
 (`num_grad_evals`), wall time, sliding statistics, and the final weights' relative error
 max|θ − θ_ref| / max|θ_ref| against
@@ -200,8 +201,7 @@ def reference(case, folder=None, log=print):
 
 def solve(case, switching, t1=None):
     """The case's solve: `switching` True forces the switching solve (`L.switching`), False the
-    plain solve, None is gflow's default (the switching solve only below `flow.SWITCHING_MAX_RTOL`,
-    the plain solve after a stall)."""
+    plain solve, None is gflow's default (`default_is`)."""
     L, params0, _, _ = problem(case)
     return gflow.simulate(
         L, params0, case.t1 if t1 is None else t1, rtol=case.rtol, max_steps=case.max_steps,
@@ -227,13 +227,18 @@ def _row_of(traj, wall, ref, case):
 
 
 def default_is(case, forced_status):
-    """Which solve `switching=None` runs on a case, by `flow.SWITCHING_MAX_RTOL` and the fall-back
-    after a stall or a collapse (`gflow.status.SWITCHING_FALLBACK`): "plain", "switching", or
+    """Which solve `switching=None` runs on a case and why: (which, `gflow.options.SWITCHING_REASONS`
+    code), by `SWITCHING_MAX_RTOL`, `SWITCHING_MAX_SURFACES` (K = n·h) and the fall-back after a
+    stall or a collapse (`gflow.status.SWITCHING_FALLBACK`): "plain", "switching", or
     "switching, then plain" (given the forced switching solve's status)."""
-    if case.rtol >= gflow.flow.SWITCHING_MAX_RTOL:
-        return "plain"
-    fell = forced_status in [gflow.status.NAMES[c] for c in gflow.status.SWITCHING_FALLBACK]
-    return "switching, then plain" if fell else "switching"
+    o = gflow.options
+    if case.rtol >= o.SWITCHING_MAX_RTOL:
+        return "plain", o.SWITCHING_LOOSE_RTOL
+    if case.n * case.width > o.SWITCHING_MAX_SURFACES:
+        return "plain", o.SWITCHING_MANY_SURFACES
+    if forced_status in [gflow.status.NAMES[c] for c in gflow.status.SWITCHING_FALLBACK]:
+        return "switching, then plain", o.SWITCHING_FELL_BACK
+    return "switching", o.SWITCHING_RAN
 
 
 def run_case(case, refs=None, log=print, with_reference=True, reuse_default=False):
@@ -252,12 +257,13 @@ def run_case(case, refs=None, log=print, with_reference=True, reuse_default=Fals
     row = {"case": asdict(case), "reference": ref_info}
     for key, switching in SOLVES:
         if key == "default" and reuse_default:
-            which = default_is(case, row["switching"]["status"])
+            which, reason = default_is(case, row["switching"]["status"])
             source = row["plain" if which == "plain" else "switching"]
-            stats = {**source["stats"], "switching": int(which != "plain"), "switching_fallback": int("then" in which)}
+            stats = {**source["stats"], "switching": int(which == "switching"), "switching_fallback": int("then" in which),
+                     "switching_reason": reason}
             row[key] = {**source, "stats": stats, "reused": which}
             if "then" in which:
-                row[key] = {**row["plain"], "stats": {**row["plain"]["stats"], "switching": 0, "switching_fallback": 1},
+                row[key] = {**row["plain"], "stats": {**row["plain"]["stats"], **stats},
                             "reused": which, "wall": row["plain"]["wall"] + row["switching"]["wall"]}
             log(f"  {key}: {which} (reused)")
             continue

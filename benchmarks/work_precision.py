@@ -251,8 +251,8 @@ def run_problem(problem, log=print, cache=None):
                 "ok": bool(ok)}  # fmt: skip
 
     def flow(solver, rtol, switching=None):
-        # switching=None: gflow's default for this objective (the switching solve below rtol 1e-5,
-        # the plain solve at looser tolerances: `gflow.flow.SWITCHING_MAX_RTOL`)
+        # switching=None: gflow's default for this objective (the switching solve below rtol 1e-4,
+        # the plain solve at looser tolerances: `gflow.options.SWITCHING_MAX_RTOL`)
         return gflow.simulate(objective, params0, t1, solver=solver, rtol=rtol, max_steps=MAX_STEPS,
                               switching=switching)  # fmt: skip
 

@@ -129,7 +129,8 @@ def solve_batch(
       (`gflow.switching.stepper`) on it, lane by lane, and takes the very same steps; else the
       plain Runge–Kutta + PID step. With `switching=None`, points whose switching solve ends
       "stalled" or "nonfinite" are solved again by the plain pool
-      (`stats["switching_fallback"]` = 1), as `simulate` does. `stats` has the keys `gflow.trajectory.STATS` on every row.
+      (`stats["switching_fallback"]` = 1, `stats["switching_reason"]` 5), as `simulate` does.
+      `stats` has the keys `gflow.trajectory.STATS` on every row.
 
     Options are checked by `gflow.options` (as for `gflow.simulate`, on the first point).
 
@@ -160,6 +161,8 @@ def solve_batch(
     if prepared.switching is None:
         traj, counts = _pool(objective, params0, args, jnp.asarray(num_points, jnp.int32), *prepared.arrays(),
                              prepared.settings, lanes=min(lanes, n), shared_args=shared)
+        reason = jnp.full_like(traj.status_code, prepared.reason)
+        traj = eqx.tree_at(lambda t: t.stats, traj, {**traj.stats, "switching_reason": reason})
         return traj, PoolStats(int(counts[0]), min(lanes, n), int(counts[1]))
     from .switching.context import problem
 
@@ -184,7 +187,8 @@ def _plain_again(traj, rows, objective, params0, args, prepared, shared):
     again, _ = _pool(objective, take(params0), args if shared else take(args),
                      jnp.asarray(rows.size, jnp.int32), *prepared.arrays(), prepared.settings,
                      lanes=min(rows.size, 16), shared_args=shared)
-    stats = {**again.stats, "switching_fallback": jnp.ones_like(again.status_code)}
+    stats = {**again.stats, "switching_fallback": jnp.ones_like(again.status_code),
+             "switching_reason": jnp.full_like(again.status_code, _options.SWITCHING_FELL_BACK)}
     again = eqx.tree_at(lambda t: t.stats, again, stats)
     return jax.tree.map(lambda whole, part: whole.at[rows].set(part), traj, again)
 

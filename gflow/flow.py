@@ -170,12 +170,16 @@ def simulate(
       Kinked flows are integrated piece by piece (crossings located, sliding by Filippov's
       rule) and stay cheap at tight tolerances. False forces the plain solve; a
       `gflow.switching.Switching` is used as given. Crossing and sliding counts go to `stats`.
-      With None, the switching solve is used only for rtol < `SWITCHING_MAX_RTOL` (1e-5): at
-      looser tolerances the plain solve is cheaper (measured; see `SWITCHING_MAX_RTOL`).
-      `stats["switching"]` is 1 where the switching solve ran, 0 for the plain solve. When the
-      switching solve chosen by None ends "stalled" (its progress guard) or "nonfinite" (steps
-      collapsed), the plain solve is run instead and `stats["switching_fallback"]` is 1
-      (outside jit/vmap only; `gflow.status.SWITCHING_FALLBACK`).
+      With None, the switching solve is used only for rtol < `SWITCHING_MAX_RTOL` (1e-4) and at
+      most `SWITCHING_MAX_SURFACES` switching functions (20,000): at looser tolerances and on
+      more surfaces the plain solve is cheaper (measured; see both in `gflow.options`).
+      `stats["switching"]` is 1 where the switching solve ran, 0 for the plain solve, and
+      `stats["switching_reason"]` says why (`gflow.options.SWITCHING_REASONS`: 0 switching,
+      1 no kinks, 2 rtol ≥ SWITCHING_MAX_RTOL, 3 K > SWITCHING_MAX_SURFACES,
+      4 switching=False, 5 fell back). When the switching solve chosen by None ends "stalled"
+      (its progress guard) or "nonfinite" (steps collapsed), the plain solve is run instead and
+      `stats["switching_fallback"]` is 1, `stats["switching_reason"]` 5 (outside jit/vmap
+      only; `gflow.status.SWITCHING_FALLBACK`).
 
     **Returns:** a `gflow.Trajectory`. The solve itself never raises: a blow-up gives status
     "nonfinite", too few steps "max_steps", a switching solve that stops making progress
@@ -193,15 +197,15 @@ def simulate(
         )
     else:
         traj = _solve(objective, params0, args, *prepared.arrays(), prepared.settings)
-    ran = prepared.switching is not None
-    fallback = jnp.zeros_like(traj.status_code)
+    ran, fallback, reason = prepared.switching is not None, 0, prepared.reason
     if prepared.automatic and ran and _options.concrete(traj.status_code) and _status.falls_back(traj.status_code):
         # the switching solve chosen by default stalled or collapsed: the plain solve is run
         # instead, and stats["switching_fallback"] says so. Under jit/vmap the status cannot
         # be read, and the lane is returned as it is.
-        ran, fallback = False, fallback + 1
+        ran, fallback, reason = False, 1, _options.SWITCHING_FELL_BACK
         traj = _solve(objective, params0, args, *prepared.arrays(), prepared.settings)
-    stats = {**traj.stats, "switching": jnp.zeros_like(traj.status_code) + ran, "switching_fallback": fallback}
+    zero = jnp.zeros_like(traj.status_code)
+    stats = {**traj.stats, "switching": zero + ran, "switching_fallback": zero + fallback, "switching_reason": zero + reason}
     return eqx.tree_at(lambda t: t.stats, traj, full_stats(stats, traj.status_code))
 
 

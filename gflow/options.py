@@ -15,8 +15,11 @@ Every bad value raises a one-line `ValueError` that names the option and says ho
 ReLU net: rtol 1e-5 ends at dt_min, t ≈ 5 of 20).
 
 **Switching.** `switching=None` integrates the kinks of a piecewise-linear objective piece by
-piece only for rtol < SWITCHING_MAX_RTOL; at looser tolerances the plain solve steps through
-them more cheaply (see `SWITCHING_MAX_RTOL`).
+piece only for rtol < SWITCHING_MAX_RTOL and at most SWITCHING_MAX_SURFACES switching functions;
+at looser tolerances the plain solve steps through them more cheaply, and on very many surfaces
+the crossings outnumber the plain solve's steps (see both constants). `Prepared.reason` (and a
+trajectory's `stats["switching_reason"]`) says which solve was chosen and why: one of the
+`SWITCHING_REASONS` codes.
 """
 
 import dataclasses
@@ -32,11 +35,37 @@ import numpy as np
 
 MIN_RTOL_EPS = 1e3
 # `switching=None` integrates a piecewise-linear net's kinks (the switching solve) only below
-# this rtol. Measured on the kinks benchmark (docs/switching.md), wall time plain / switching:
-# rtol 1e-4: 0.22×, 0.15×, 0.015× (the plain solve steps through kinks at that tolerance);
-# 1e-6: 7.2×, 1.1×, 0.22×; 1e-8: ≥ 120×, 5.8×, 22×. On issue 17's n = 300 sliding problem at
-# rtol 1e-4 the plain solve took 265 steps, the switching solve 1,535.
-SWITCHING_MAX_RTOL = 1e-5
+# this rtol and for K ≤ SWITCHING_MAX_SURFACES. Measured on the stress corpus (docs/benchmarks.md
+# "Stress corpus", `benchmarks/stress.py`'s `rule_table`; this rule passes issue 17's rule on all
+# 39 measured cases): at rtol 1e-5 the plain solve grinds on n20 (max_steps at t = 0.77 of 10;
+# the switching solve: 369 steps) and takes 57× the switching solve's steps on issue-seed8; at
+# rtol 1e-4 it steps through the kinks cheaper (kinks benchmark, docs/switching.md: wall plain /
+# switching 0.22×, 0.15×, 0.015×; issue17b: 265 steps against 1,535; n1000: 2,594 against 4,063
+# with 32 crossing slots, and a stall with the default 125).
+SWITCHING_MAX_RTOL = 1e-4
+# `switching=None` runs the plain solve on more switching functions K than this (a two-layer
+# net: K = n·width): on K = 100,000 the crossings and sliding events outnumber the plain solve's
+# steps where surfaces slide (big-n500-h200, rtol 1e-5: 1,614 switching steps with 128 crossing
+# slots, 231 plain), though not where they only cross (big-sep-n1000-h100, rtol 1e-6: 516
+# against 821). At K = 20,000, rtol 1e-6, sep-n200-h100 took 149 switching steps against 1,404
+# plain (width200, K = 20,000 with up to 153 sliding, was not re-measured).
+SWITCHING_MAX_SURFACES = 20_000
+
+# `Prepared.reason`, `stats["switching_reason"]`: which solve ran and why
+SWITCHING_RAN = 0  # the switching solve (chosen by `switching=None`, or given)
+SWITCHING_NO_KINKS = 1  # switching=None found no kinks: the plain solve
+SWITCHING_LOOSE_RTOL = 2  # switching=None, rtol ≥ SWITCHING_MAX_RTOL: the plain solve (kinks not looked for)
+SWITCHING_MANY_SURFACES = 3  # switching=None, K > SWITCHING_MAX_SURFACES: the plain solve
+SWITCHING_OFF = 4  # switching=False: the plain solve
+SWITCHING_FELL_BACK = 5  # the switching solve chosen by switching=None stalled or collapsed: re-solved plain
+SWITCHING_REASONS = {
+    SWITCHING_RAN: "switching",
+    SWITCHING_NO_KINKS: "no kinks",
+    SWITCHING_LOOSE_RTOL: "rtol >= SWITCHING_MAX_RTOL",
+    SWITCHING_MANY_SURFACES: "K > SWITCHING_MAX_SURFACES",
+    SWITCHING_OFF: "switching=False",
+    SWITCHING_FELL_BACK: "switching stalled or nonfinite, re-solved plain",
+}
 
 SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "tsit5": diffrax.Tsit5,
@@ -155,8 +184,8 @@ class Options:
     - `observables`: dict name → f(θ) (or f(θ, args)) recorded at the save times.
     - `event`: f(θ) → float (stops at a sign change) or bool (stops where it becomes true).
     - `save_params`: store θ at the save times.
-    - `switching`: None (kinks found automatically, used below `SWITCHING_MAX_RTOL`), False
-      (plain solve) or a `gflow.switching.Switching`.
+    - `switching`: None (kinks found automatically, used below `SWITCHING_MAX_RTOL` on at most
+      `SWITCHING_MAX_SURFACES` surfaces), False (plain solve) or a `gflow.switching.Switching`.
     - `progress`: True for a tqdm bar, or a `diffrax.AbstractProgressMeter`.
 
     Every option is checked when the `Options` is built; `prepare` checks the rest against
@@ -216,7 +245,9 @@ class Settings(eqx.Module):
 class Prepared(eqx.Module):
     """One checked solve: arrays in θ0's dtype, the `Settings`, and the switching structure.
 
-    `automatic` is True where `switching` was chosen by `switching=None` (not by the user).
+    `automatic` is True where `switching` was chosen by `switching=None` (not by the user);
+    `reason` is the `SWITCHING_REASONS` code of the choice (never `SWITCHING_FELL_BACK`, which
+    only the solve can tell).
     """
 
     t0: jax.Array
@@ -227,6 +258,7 @@ class Prepared(eqx.Module):
     settings: Settings
     switching: Any
     automatic: bool = eqx.field(static=True)
+    reason: int = eqx.field(static=True, default=SWITCHING_RAN)
 
     def arrays(self) -> tuple:
         """(t0, t1, ts, rtol, atol): the positional arguments of every solve core."""
@@ -321,6 +353,30 @@ def resolve_switching(switching, objective, params0, args):
     return switching
 
 
+def surface_count(switching, params0, args) -> int:
+    """K, the number of switching functions of `switching` at θ0 (by shape only)."""
+    return int(np.prod(jax.eval_shape(switching.surfaces, *call_args(params0, args)).shape))
+
+
+def choose_switching(options: Options, objective, params0, args):
+    """(the `Switching` to integrate with or None, the `SWITCHING_REASONS` code): `switching`
+    as given, or for None the switching solve where rtol < SWITCHING_MAX_RTOL (a traced rtol
+    counts as below), the objective has kinks and K ≤ SWITCHING_MAX_SURFACES."""
+    switching = options.switching
+    if switching is False:
+        return None, SWITCHING_OFF
+    if switching is not None:
+        return resolve_switching(switching, objective, params0, args), SWITCHING_RAN
+    if concrete(options.rtol) and float(options.rtol) >= SWITCHING_MAX_RTOL:
+        return None, SWITCHING_LOOSE_RTOL  # the plain solve steps through the kinks cheaper
+    switching = resolve_switching(None, objective, params0, args)
+    if switching is None:
+        return None, SWITCHING_NO_KINKS
+    if surface_count(switching, params0, args) > SWITCHING_MAX_SURFACES:
+        return None, SWITCHING_MANY_SURFACES  # the crossings outnumber the plain solve's steps
+    return switching, SWITCHING_RAN
+
+
 def prepare(options: Options, objective, params0, args, t0, t1) -> Prepared:
     """Check `options` against one problem (objective, θ0, args, [t0, t1]) and resolve them."""
     check_params(params0)
@@ -332,11 +388,7 @@ def prepare(options: Options, objective, params0, args, t0, t1) -> Prepared:
     ts = check_times(t0, t1, options.saveat)
     dtype = jnp.result_type(*jax.tree.leaves(params0))
     check_min_rtol(options.rtol, dtype)
-    switching = options.switching
-    automatic = switching is None
-    if automatic and concrete(options.rtol) and float(options.rtol) >= SWITCHING_MAX_RTOL:
-        switching = False  # loose tolerance: the plain solve steps through the kinks cheaper
-    switching = resolve_switching(switching, objective, params0, args)
+    switching, reason = choose_switching(options, objective, params0, args)
     t0 = jnp.asarray(t0, dtype)
     t1 = jnp.asarray(t1, dtype)
     settings = Settings(
@@ -356,5 +408,6 @@ def prepare(options: Options, objective, params0, args, t0, t1) -> Prepared:
         atol=None if options.atol is None else jnp.asarray(options.atol, dtype),
         settings=settings,
         switching=switching,
-        automatic=automatic,
+        automatic=options.switching is None,
+        reason=reason,
     )

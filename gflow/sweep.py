@@ -111,7 +111,7 @@ SOLVE = {  # [solve] table: name → (check(key, value), default); solver option
         "auto",
     ),
     # "auto": gflow.simulate's rule (the switching solve on kinked objectives below
-    # options.SWITCHING_MAX_RTOL); false: the plain solve
+    # options.SWITCHING_MAX_RTOL, on at most options.SWITCHING_MAX_SURFACES); false: the plain solve
     "switching": (
         _checked_value((str, bool), lambda v: v == "auto" or v is False, "must be \"auto\" or false"),
         "auto",

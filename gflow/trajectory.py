@@ -82,9 +82,11 @@ class Trajectory(eqx.Module):
 #: sliding at once), sliding_overflow, extra_grad_evals (∇L evaluations for event decisions and
 #: exit checks, included in `num_grad_evals`), num_steps_shortened (steps ended early for the
 #: kinks' error), sliding_final (surfaces sliding at t_final); and `gflow.simulate`'s
-#: switching (1 where the switching solve ran) and switching_fallback (1 where the switching
+#: switching (1 where the switching solve ran), switching_fallback (1 where the switching
 #: solve chosen by default stalled or collapsed and the plain solve was run instead:
-#: `gflow.status.SWITCHING_FALLBACK`).
+#: `gflow.status.SWITCHING_FALLBACK`) and switching_reason (why that solve ran, a code of
+#: `gflow.options.SWITCHING_REASONS`: 0 switching, 1 no kinks, 2 rtol ≥ SWITCHING_MAX_RTOL,
+#: 3 K > SWITCHING_MAX_SURFACES, 4 switching=False, 5 fell back).
 STATS = (
     "num_crossings",
     "num_crossings_stepped_over",
@@ -97,6 +99,7 @@ STATS = (
     "sliding_final",
     "switching",
     "switching_fallback",
+    "switching_reason",
 )
 
 

@@ -5,6 +5,7 @@ sweep's [solve] table)."""
 import dataclasses
 
 import diffrax
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -96,10 +97,33 @@ def test_prepare_resolves_arrays_and_switching():
     assert p.settings.keywords().keys() == {
         "solver", "observables", "event", "event_is_bool", "max_steps", "save_params", "progress"
     }
+    assert p.reason == options.SWITCHING_NO_KINKS
     # a loose rtol chooses the plain solve for a kinked objective too
     relu = lambda q: jnp.sum(jnp.maximum(q["w"], 0.0))  # noqa: E731
-    assert options.prepare(options.Options(rtol=1e-4), relu, P0, None, 0.0, 1.0).switching is None
-    assert options.prepare(options.Options(rtol=1e-7), relu, P0, None, 0.0, 1.0).switching is not None
+    loose = options.prepare(options.Options(rtol=1e-4), relu, P0, None, 0.0, 1.0)
+    assert loose.switching is None and loose.reason == options.SWITCHING_LOOSE_RTOL
+    for rtol in (1e-7, 9.9e-5):  # rtol < SWITCHING_MAX_RTOL = 1e-4
+        tight = options.prepare(options.Options(rtol=rtol), relu, P0, None, 0.0, 1.0)
+        assert tight.switching is not None and tight.reason == options.SWITCHING_RAN
+    off = options.prepare(options.Options(rtol=1e-7, switching=False), relu, P0, None, 0.0, 1.0)
+    assert off.switching is None and off.reason == options.SWITCHING_OFF and not off.automatic
+
+
+@pytest.mark.parametrize("n, width, reason", [(200, 100, options.SWITCHING_RAN), (201, 100, options.SWITCHING_MANY_SURFACES),
+                                              (2_000, 10, options.SWITCHING_RAN), (2_000, 11, options.SWITCHING_MANY_SURFACES)])
+def test_default_caps_the_surfaces(n, width, reason):
+    # switching=None runs the plain solve on K = n·width > SWITCHING_MAX_SURFACES = 20,000
+    # switching functions; a given Switching is honoured at any K
+    from gflow import data, losses, models
+
+    X, y = data.hyperplane(n, 3, np.random.default_rng(0))
+    L = losses.objective(models.two_layer, "exponential", X, y)
+    params0 = models.init_two_layer(jax.random.PRNGKey(0), 3, width, 1e-2)
+    assert options.surface_count(L.switching, params0, None) == n * width
+    p = options.prepare(options.Options(rtol=1e-6), L, params0, None, 0.0, 1.0)
+    assert p.reason == reason and (p.switching is None) == (reason != options.SWITCHING_RAN)
+    given = options.prepare(options.Options(rtol=1e-6, switching=L.switching), L, params0, None, 0.0, 1.0)
+    assert given.switching is L.switching and given.reason == options.SWITCHING_RAN
 
 
 @pytest.mark.parametrize(

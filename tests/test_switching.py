@@ -5,6 +5,9 @@ closed form; scipy DOP853 at rtol 1e-12 on a net that only crosses surfaces; the
 a second integrator (Dopri8) where the plain reference would grind.
 """
 
+import dataclasses
+
+import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -288,6 +291,22 @@ def test_vmapped_switching_solve_equals_single_solves(crossing_problem):
     assert list(batch.status) == ["success", "success"]
 
 
+def test_crossing_buffer_grows_with_the_surfaces():
+    # B(K) = min(K, clip(⌈K/160⌉, 32, 128)); an explicit max_crossings is honoured as given
+    from gflow.switching import crossing_buffer, problem
+
+    assert [crossing_buffer(k) for k in (1, 20, 32, 800, 5_000, 5_120)] == [1, 20, 32, 32, 32, 32]
+    assert [crossing_buffer(k) for k in (5_121, 15_000, 20_000, 20_480, 100_000)] == [33, 94, 125, 128, 128]
+    X, y = data.hyperplane(200, 3, np.random.default_rng(0))
+    L = losses.objective(models.two_layer, "exponential", X, y)
+    params0 = models.init_two_layer(jax.random.PRNGKey(0), 3, 60, 1e-2)  # K = 12,000
+    ctx = lambda s: problem(L, s, params0, None, 1e-6, None, solver=diffrax.Tsit5(), observables={}, event=None,
+                            event_is_bool=None, max_steps=10, save_params=False)
+    assert L.switching.max_crossings is None and ctx(L.switching).B == 75  # ⌈12,000/160⌉
+    assert ctx(dataclasses.replace(L.switching, max_crossings=7)).B == 7
+    assert ctx(dataclasses.replace(L.switching, max_crossings=10**6)).B == 12_000
+
+
 @pytest.mark.slow
 def test_crossings_beyond_the_buffer_are_not_missed(crossing_problem):
     # with room for one crossing per step, steps with more are split (shortened before the
@@ -365,6 +384,8 @@ def test_switching_is_chosen_by_rtol():
     # every path has the same stats keys (gflow.trajectory.STATS): no crossings on the plain one
     assert int(loose.stats["switching"]) == 0 and int(loose.stats["num_crossings"]) == 0
     assert int(forced.stats["switching"]) == 1
+    reasons = [int(t.stats["switching_reason"]) for t in (tight, loose, forced)]
+    assert reasons == [gflow.options.SWITCHING_RAN, gflow.options.SWITCHING_LOOSE_RTOL, gflow.options.SWITCHING_RAN]
 
 
 def _sliding_problem(n, d, width, init_scale, reduction="sum", seed=0):
@@ -442,11 +463,14 @@ def test_a_collapsed_switching_solve_falls_back_to_the_plain_solve():
     traj = gflow.simulate(L, p0, 1.0, rtol=1e-8)
     assert traj.status == "nonfinite"
     assert int(traj.stats["switching"]) == 0 and int(traj.stats["switching_fallback"]) == 1
+    assert int(traj.stats["switching_reason"]) == gflow.options.SWITCHING_FELL_BACK
+    assert int(forced.stats["switching_reason"]) == gflow.options.SWITCHING_RAN  # given: no fallback
     assert abs(float(traj.t_final) - 1 / 3) < 1e-3
     stacked = jax.tree.map(lambda x: x[None], p0)
     pooled, _ = gflow.batching.solve_batch(L, stacked, 1.0, rtol=1e-8)
     assert gflow.status.name(pooled.status_code[0]) == "nonfinite"
     assert int(pooled.stats["switching_fallback"][0]) == 1
+    assert int(pooled.stats["switching_reason"][0]) == gflow.options.SWITCHING_FELL_BACK
     assert int(pooled.num_steps[0]) == int(traj.num_steps)
 
 

@@ -26,7 +26,9 @@ def _assert_stats(traj, shape=()):
 def test_plain_path_fills_stats_with_zeros():
     traj = gflow.simulate(_decay, jnp.ones(3), 1.0, rtol=1e-8)
     _assert_stats(traj)
-    assert all(int(v) == 0 for v in traj.stats.values())
+    # zero counts; the plain solve ran because the objective has no kinks
+    assert int(traj.stats["switching_reason"]) == gflow.options.SWITCHING_NO_KINKS == 1
+    assert all(int(v) == 0 for k, v in traj.stats.items() if k != "switching_reason")
     np.testing.assert_allclose(traj.final_params, np.exp(-1.0), rtol=1e-7)
 
 
@@ -38,13 +40,15 @@ def test_switching_path_fills_stats():
     # it reaches w = 0 and slides (no crossing), then leaves (tests/test_switching.py)
     assert int(traj.stats["num_crossings"]) == 0 and int(traj.stats["num_sliding_starts"]) == 1
     assert int(traj.stats["num_sliding_exits"]) == 1 and int(traj.stats["switching_fallback"]) == 0
+    assert int(traj.stats["switching_reason"]) == gflow.options.SWITCHING_RAN
 
 
 def test_pool_path_fills_stats_per_point():
     P = jnp.stack([jnp.ones(3), 2 * jnp.ones(3)])
     traj, _ = batching.solve_batch(_decay, P, 1.0, rtol=1e-8, lanes=1)
     _assert_stats(traj, (2,))
-    assert all(int(np.sum(v)) == 0 for v in traj.stats.values())
+    np.testing.assert_array_equal(traj.stats["switching_reason"], [gflow.options.SWITCHING_NO_KINKS] * 2)
+    assert all(int(np.sum(v)) == 0 for k, v in traj.stats.items() if k != "switching_reason")
 
 
 def test_assemble_masks_after_t_final_and_counts_grad_evals():

@@ -92,7 +92,7 @@ from .context import Problem, problem
 from .crossings import _DENSE_DEGREE, _chebyshev_fit, _earliest, _root
 from .sliding import _box_least_squares
 from .stepper import State, done, init, integrate, result, step
-from .surfaces import Switching, TwoLayerKinks, activation_slopes, for_objective
+from .surfaces import Switching, TwoLayerKinks, activation_slopes, crossing_buffer, for_objective
 
 __all__ = [
     "Problem",
@@ -100,6 +100,7 @@ __all__ = [
     "Switching",
     "TwoLayerKinks",
     "activation_slopes",
+    "crossing_buffer",
     "done",
     "for_objective",
     "init",

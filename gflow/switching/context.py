@@ -19,7 +19,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._common import record
 from . import sliding as _sliding
-from .surfaces import Switching
+from .surfaces import Switching, crossing_buffer
 
 
 class Problem(eqx.Module):
@@ -53,6 +53,8 @@ class Problem(eqx.Module):
 
     @property
     def B(self) -> int:
+        if self.switching.max_crossings is None:
+            return crossing_buffer(self.K)
         return min(self.switching.max_crossings, self.K)
 
     @property

@@ -31,7 +31,8 @@ class Switching(eqx.Module):
       width-200 case.
     - `max_crossings`: how many crossings one step may step over (a static buffer size; costs
       one jump ∂F/∂p_k each per step with crossings). A step with more is split before the
-      next one.
+      next one. None (default): `crossing_buffer(K)` for the K switching functions, which
+      grows with K (many surfaces cross many times per step).
     - `jump`: optional, J(θ, p, k) (or J(θ, p, k, args)) = ∂F/∂p_k with F = −∇_θ L(θ, p), a
       pytree like θ, for one flat index k of s: the jump of the field across surface k. None
       computes it as a Jacobian-vector product in p, which costs about one gradient per crossing
@@ -52,10 +53,35 @@ class Switching(eqx.Module):
     surfaces: Callable
     objective: Callable
     max_sliding: int = eqx.field(static=True, default=256)
-    max_crossings: int = eqx.field(static=True, default=32)
+    max_crossings: int | None = eqx.field(static=True, default=None)
     jump: Callable | None = None
     surface: Callable | None = None
     linear: bool = eqx.field(static=True, default=True)
+
+
+# `crossing_buffer`: B(K) = clip(⌈K / _SURFACES_PER_SLOT⌉, _MIN_CROSSINGS, _MAX_CROSSINGS)
+_MIN_CROSSINGS = 32
+_MAX_CROSSINGS = 128
+_SURFACES_PER_SLOT = 160
+
+
+def crossing_buffer(K: int) -> int:
+    """The default `Switching.max_crossings` B for K switching functions:
+
+        B(K) = min(K, clip(⌈K / 160⌉, 32, 128)),
+
+    32 up to K = 5,120 surfaces, then one slot per 160 surfaces, 128 from K = 20,480 on.
+    The crossings in a step of a given length grow like K, and a step is sized to fill ¾ of
+    B. Measured on the stress corpus (docs/benchmarks.md): where surfaces only cross, more
+    slots take fewer steps (K = 100,000: 1,926 steps with 32 slots, 516 with 128, the plain
+    solve 821; K = 20,000: 461 with 32, 149 with 125, plain 1,404; K = 15,000: 308 with 32, 128
+    with 94, plain 93). Where many slide it gains little (width100, K = 10,000: 1,379 steps with
+    32, 1,364 with 63), and n1000 (K = 20,000, rtol 1e-4, up to 43 sliding) reached t1 with 32
+    and 64 slots but stalled with 63 and 125: its progress guard is marginal, not monotone in B.
+    A slot costs one jump ∂F/∂p_k and a row of the B × B coupling per step with crossings, so
+    small problems keep 32."""
+    wanted = -(-K // _SURFACES_PER_SLOT)
+    return min(K, max(_MIN_CROSSINGS, min(_MAX_CROSSINGS, wanted)))
 
 
 def activation_slopes(activation) -> tuple[float, float]:
