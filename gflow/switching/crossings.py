@@ -267,20 +267,23 @@ def over(ctx, att, tb, yb) -> Over:
 
 
 def onto_side(ctx, y, pattern, k):
-    """y with surface k (K: none) on the side `pattern` gives it: a state located at a crossing
-    lies at s_k ≈ 0 up to round-off, possibly on the far side; it is reflected across the
-    surface, y − 2 s_k ∇s_k/|∇s_k|² (a change of the size of that round-off), so that the
-    state, its observables and the pattern agree (a neuron that dies on its kink with
-    s = +1e-23 counted as active on that point and kept a 4-point alignment event from firing)."""
+    """y with surface k (K: none) strictly on the side `pattern` gives it. A state located at a
+    crossing lies at s_k ≈ 0 up to round-off, possibly on the far side; where the field of the
+    decided side has no normal component (a ReLU neuron that dies on its kink) it stays there,
+    and the state, its observables (a neuron counted active at s = +3e-24) and the pattern
+    disagree for good. The state is moved along ∇s_k to s_k = ±m, m = 16 eps |∇s_k| |y|, above
+    the round-off of s_k(y) (a reflection −s_k would be below the resolution of y itself)."""
 
-    def reflect():
+    def move():
         s_k = ctx.surfaces(y)[k]
         n = ctx.surface_normals(y, k[None])[0]
         nn = n @ n
-        wrong = (signed(pattern[k], s_k) < 0) & (nn > 0)
-        return jnp.where(wrong, y - 2 * s_k * n / jnp.where(nn > 0, nn, 1.0), y)
+        margin = 16 * jnp.finfo(y.dtype).eps * jnp.sqrt(nn) * jnp.linalg.norm(y)
+        target = jnp.where(pattern[k], margin, -margin)
+        short = (signed(pattern[k], s_k) < margin) & (nn > 0)
+        return jnp.where(short, y + (target - s_k) * n / jnp.where(nn > 0, nn, 1.0), y)
 
-    return jax.lax.cond(k < ctx.K, reflect, lambda: y)
+    return jax.lax.cond(k < ctx.K, move, lambda: y)
 
 
 def new_side(ctx, att, ov):
