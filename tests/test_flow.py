@@ -250,7 +250,11 @@ def test_bad_input_raises_clear_value_error(kwargs, message):
         gflow.simulate(L_SEP, call.pop("params0"), call.pop("t1"), **call)
 
 
-@pytest.mark.parametrize("objective", [_decay, L_SEP], ids=["smooth", "relu-switching"])
+@pytest.mark.parametrize(
+    "objective",
+    [_decay, pytest.param(L_SEP, marks=pytest.mark.slow)],  # the switching solve's bar: another compile
+    ids=["smooth", "relu-switching"],
+)
 def test_progress_bar_runs(capsys, objective):
     p0 = jnp.ones(2) if objective is _decay else models.init_two_layer(jax.random.PRNGKey(0), 12, 8, 1e-3)
     traj = gflow.simulate(objective, p0, 1.0, progress=True)

@@ -221,6 +221,7 @@ def test_at_fraction_interpolates_in_log_time():
     assert np.isnan(theory.at_fraction(t, np.full_like(t, 0.5), t)).all()
 
 
+@pytest.mark.slow  # a switching solve of the hinge network at rtol 1e-10, compiled for this test
 def test_mirrored_network_starts_at_zero_and_follows_its_gradient():
     # symmetric=True: nodes (a, w) and (−a, w), so f ≡ 0 at t = 0 (to rounding; RD zero); at a
     # short time t the flow has moved (a, w) by t·(ȧ, ẇ) from the explicit §E formulas with
