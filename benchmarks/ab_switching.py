@@ -12,9 +12,15 @@ rtol 1e-6, t ≤ 5), and three objectives whose kinks `gflow.kinks.find` reads f
 largest relative difference of the final parameters is max|θ_new − θ_old| / max|θ_old|; wall is
 the least of `--repeat` compiled calls (old and new alternating), compile the first call minus
 that.
+
+`--max-crossings B` gives both sides' own switching solves (the first four cases) B crossing
+slots: the default buffer grew with K on 1d69a9c (`crossing_buffer`: 45 slots on the digits case,
+K = 7,200, and 125 on the n = 200 case, K = 20,000, where 246eb4c had 32), which changes the steps
+by itself; with the old buffer pinned only the solve's own changes remain.
 """
 
 import argparse
+import dataclasses
 import importlib
 import sys
 import time
@@ -54,8 +60,10 @@ def cases(g):
         yield f"found: {kind} (kinks.find)", L, params0, t1, 1e-6, None
 
 
-def solve(g, L, params0, t1, rtol, switching):
+def solve(g, L, params0, t1, rtol, switching, max_crossings=None):
     sw = L.switching if switching == "own" else None
+    if sw is not None and max_crossings is not None:
+        sw = dataclasses.replace(sw, max_crossings=max_crossings)
     return g.simulate(L, params0, t1, rtol=rtol, switching=sw, max_steps=100_000, save_params=False)
 
 
@@ -68,6 +76,8 @@ def main():
     parser.add_argument("--old", type=Path, required=True, help="folder holding the previous revision as gflow_old/")
     parser.add_argument("--only", default="", help="comma-separated substrings of case names")
     parser.add_argument("--repeat", type=int, default=1, help="compiled calls per side (alternating)")
+    parser.add_argument("--max-crossings", type=int, default=None,
+                        help="crossing slots of both sides' own switching solves (default: each side's default)")
     args = parser.parse_args()
     sys.path.insert(0, str(args.old))
     old = importlib.import_module("gflow_old")
@@ -85,13 +95,13 @@ def main():
         out = {}
         for tag, g, a in (("old", old, a_old), ("new", new, a_new)):
             start = time.perf_counter()
-            jax.block_until_ready(solve(g, *a))  # compile and run
+            jax.block_until_ready(solve(g, *a, args.max_crossings))  # compile and run
             first = time.perf_counter() - start
             out[tag] = [None, first, first]
         for _ in range(args.repeat):  # alternating, so that both sides see the same load
             for tag, g, a in (("old", old, a_old), ("new", new, a_new)):
                 start = time.perf_counter()
-                traj = jax.block_until_ready(solve(g, *a))
+                traj = jax.block_until_ready(solve(g, *a, args.max_crossings))
                 wall = time.perf_counter() - start
                 out[tag] = [traj, min(out[tag][1], wall), out[tag][2]]
         out = {tag: (traj, wall, first - wall) for tag, (traj, wall, first) in out.items()}

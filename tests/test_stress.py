@@ -75,8 +75,10 @@ def test_default_is_the_documented_rule():
 # measured on this revision, or last measured on an earlier one and not re-run since
 FORCED_FAILS = {
     "n1000": "stalled at t = 0.093 of 0.2 with 125 crossing slots (the default at K = 20,000; t1 with 32 and 64, "
-             "stalled with 63): sliding-bound, 876 onsets and 814 exits in t <= 0.2",
-    "issue17b": "5.8x steps at rtol 1e-4 on 7255bc8 (not re-run): 328 sliding events + 3,060 crossings",
+             "stalled with 63), the same with the round-off fix of 448aab9 (1,983+752 steps on 1d69a9c): "
+             "sliding-bound, 876 onsets and 814 exits in t <= 0.2",
+    "issue17b": "7.4x steps at rtol 1e-4 with 94 crossing slots on 1d69a9c (1,655+307 against 197+68 plain; "
+                "5.8x on 7255bc8 with 32): 209 sliding starts + 3,060 crossings",
     "big-n500-h200": "7.0x steps at rtol 1e-5 (1,494+120 against 177+54 plain, 128 crossing slots)",
     "big-n1000-h100": "max_steps at t = 3.9 on f8597f5 with 32 crossing slots (not re-run with 128)",
 }
