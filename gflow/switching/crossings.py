@@ -272,7 +272,10 @@ def onto_side(ctx, y, pattern, k):
     decided side has no normal component (a ReLU neuron that dies on its kink) it stays there,
     and the state, its observables (a neuron counted active at s = +3e-24) and the pattern
     disagree for good. The state is moved along ∇s_k to s_k = ±m, m = 16 eps |∇s_k| |y|, above
-    the round-off of s_k(y) (a reflection −s_k would be below the resolution of y itself)."""
+    the round-off of s_k(y) (a reflection −s_k would be below the resolution of y itself). The
+    move is the distance to the surface: round-off on affine surfaces (≤ 6e-17 measured on
+    two-layer nets), up to the root finder's time tolerance on curved ones (2e-9 on a 3-layer
+    net at rtol 1e-6)."""
 
     def move():
         s_k = ctx.surfaces(y)[k]
