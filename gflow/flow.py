@@ -114,10 +114,6 @@ class _BracketBisection(optx.AbstractRootFinder):
         return y, aux, {}
 
 
-
-
-
-
 def simulate(
     objective: Callable[..., Any],
     params0,

@@ -146,18 +146,18 @@ def test_equal_objectives_compile_once(caplog):
         assert not [r for r in caplog.records if "Compiling" in r.getMessage()], loss
 
 
-def _benchmarks():
+def _benchmarks(*names):
+    """The modules `names` of benchmarks/ (not a package), imported without leaving it on sys.path."""
+    import importlib
     import sys
     from pathlib import Path
 
     bench = str(Path(__file__).resolve().parent.parent / "benchmarks")
     sys.path.insert(0, bench)
     try:
-        import filippov_deep_reference
-        import kinks_any
+        return [importlib.import_module(name) for name in names]
     finally:
         sys.path.remove(bench)
-    return kinks_any, filippov_deep_reference
 
 
 @pytest.mark.slow
@@ -170,7 +170,7 @@ def test_models_against_the_event_driven_reference(kind):
     with itself at 1e-10; benchmarks/kinks_any.py gives the horizons; the MLP's reference takes
     minutes: its normals are complex-step derivatives over 129 parameters). The hinge loss is
     not here: its reference did not reach a sliding margin (docs/kinks.md, Limits)."""
-    kinks_any, reference = _benchmarks()
+    kinks_any, reference = _benchmarks("kinks_any", "filippov_deep_reference")
     seed, t1 = kinks_any.HORIZONS[kind]
     L, params0, net, order = kinks_any.problem(kind, seed)
     ref, info = reference.integrate(net, order(params0), t1)
@@ -208,12 +208,7 @@ def test_sliding_matches_the_closed_form(case):
     `benchmarks/sliding_closed_form.py`: one sliding interval, still sliding at t1, weights
     within 1e-8 (relative) at rtol 1e-10 (measured 4.3e-12 and 1.9e-12), in few steps (51, 46;
     the plain solve does not reach t1 in 200,000)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    import sliding_closed_form
-
+    (sliding_closed_form,) = _benchmarks("sliding_closed_form")
     L, p0, t1, exact, t_s = sliding_closed_form.CASES[case]()
     assert 0.2 < t_s < t1 - 1.0  # the onset lies inside the interval, with time to slide after it
     traj = gflow.simulate(L, p0, t1, rtol=1e-10)
