@@ -114,13 +114,14 @@ def test_integrate_saves_and_event_on_the_closed_form():
 # ---- sliding geometry ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("count", [3, 20])  # the 16-row block and the 64-row block of `_tiers(80)`
+@pytest.mark.parametrize("count", [3, 20, 100])  # the 16-, 64- and 256-row blocks of `_tiers(256)`
 def test_projection_against_numpy_least_squares(count):
-    D, K = 100, 80
+    D, K = 300, 256
     A = np.random.default_rng(0).normal(size=(K, D))
     surfaces = Switching(surfaces=lambda th: jnp.asarray(A) @ th, objective=lambda th, p: jnp.sum(th**2) + p @ (A @ th))
     ctx = _ctx(surfaces, params0=jnp.zeros(D))
-    assert sliding._tiers(ctx.M) == (16, 64, 80)
+    assert sliding._tiers(ctx.M) == (16, 64, 256)
+    assert sliding._tiers(80) == (16, 80) and sliding._tiers(40) == (40,)  # blocks ≤ M/4 only
     chosen = np.random.default_rng(1).choice(K, count, replace=False)
     slots = -np.ones(ctx.M, np.int32)
     slots[:count] = chosen
