@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(VENV)/bin/gflow align --out results/alignment
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
