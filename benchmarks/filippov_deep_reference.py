@@ -8,8 +8,10 @@ into the surface, the surface slides: the Filippov field there is the one-sided 
 onto the surface's tangent space, F − n (n·F)/(n·n) (the jump of ∇L across a surface of a
 continuous L is normal to it), until its Filippov weight α = −n·F₀ / n·(F₁ − F₀) leaves [0, 1]
 (an exit event). Normals n = ∇s_k by complex-step differentiation of the numpy net. One surface
-slides at a time: a second onset raises `RuntimeError` with its time, so a caller can choose a
-horizon before it (as do more than `max_events` events, a guard against a loop of decisions). Shares no code with gflow (docs/kinks.md, tests/test_kinks.py,
+slides at a time: where the flow reaches a surface while sliding on another, the continuation is
+the one one-surface mode whose Filippov conditions hold (cross it and keep sliding, or slide on it
+and leave the other: `_sliding_mode`); where none or both hold (two surfaces slide) it raises
+`RuntimeError` with its time, so a caller can choose a horizon before it (as do more than `max_events` events, a guard against a loop of decisions). Shares no code with gflow (docs/kinks.md, tests/test_kinks.py,
 benchmarks/kinks_any.py).
 """
 
@@ -145,13 +147,56 @@ def integrate(net, theta0, T, rtol=1e-12, max_events=1000):
             sliding, exits = None, exits + 1
             continue
         k = int(np.argmin(sign * net.surfaces(theta, masks) + offset))
+        if sliding is not None:
+            # reaching surface k while sliding on j: the continuation is the one-surface mode
+            # whose Filippov conditions hold (`_sliding_mode`)
+            mode, side = _sliding_mode(net, theta, pattern, sliding, k, t)
+            if mode == "cross":
+                pattern[k] = side
+                crossings += 1
+            else:
+                pattern[sliding] = side
+                sliding, slides, exits = k, slides + 1, exits + 1
+            continue
         new = pattern.copy(); new[k] = 1 - new[k]
         vel = [normal(net, theta, p, k) @ net.field(theta, p) for p in (pattern, new)]
         if np.sign(vel[0]) != np.sign(vel[1]):
-            if sliding is not None:
-                raise RuntimeError(f"a second surface slides at t = {t}")
             sliding, slides = k, slides + 1
             continue
         pattern = new
         crossings += 1
     return theta, {"crossings": crossings, "slides": slides, "exits": exits, "nfev": nfev}
+
+
+def _slide(net, theta, pattern, j, k, side_k):
+    """Sliding on j with surface k on side `side_k`: the Filippov weight α_j of the field on j and
+    the normal velocity of k under that field."""
+    n_j, n_k = normal(net, theta, pattern, j), normal(net, theta, pattern, k)
+    p0, p1 = pattern.copy(), pattern.copy()
+    p0[k] = p1[k] = side_k
+    p0[j], p1[j] = 0.0, 1.0
+    F0, F1 = net.field(theta, p0), net.field(theta, p1)
+    alpha = -(n_j @ F0) / (n_j @ (F1 - F0))
+    return alpha, n_k @ (F0 + alpha * (F1 - F0))
+
+
+def _sliding_mode(net, theta, pattern, j, k, t):
+    """While sliding on j, the flow reaches surface k. Two one-surface continuations: k is crossed
+    to side b and j keeps sliding ("cross", b), valid where α_j ∈ [0, 1] and the field leaves k
+    into side b; or k slides and j is left to side a ("swap", a), valid where α_k ∈ [0, 1] and the
+    field leaves j into side a. Exactly one must hold (else `RuntimeError`: two surfaces slide,
+    or the choice is ambiguous). A crossing's decision must use the field *on* j: the
+    one-sided fields of j's old side can point the other way (t = 1.4708 of the deep seed-1 net:
+    they flip k and keep sliding on j at α_j = −0.32, not a Filippov solution)."""
+    valid = []
+    for b in (0.0, 1.0):
+        alpha, vel = _slide(net, theta, pattern, j, k, b)
+        if 0 <= alpha <= 1 and vel * (1 if b else -1) > 0:
+            valid.append(("cross", b))
+    for a in (0.0, 1.0):
+        alpha, vel = _slide(net, theta, pattern, k, j, a)
+        if 0 <= alpha <= 1 and vel * (1 if a else -1) > 0:
+            valid.append(("swap", a))
+    if len(valid) != 1:
+        raise RuntimeError(f"at t = {t}: {len(valid)} one-surface continuations (two surfaces slide or ambiguous)")
+    return valid[0]

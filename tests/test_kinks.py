@@ -182,6 +182,50 @@ def test_models_against_the_event_driven_reference(kind):
     assert int(plain.num_steps) >= 20 * int(sw.num_steps), (int(plain.num_steps), int(sw.num_steps))
 
 
+def test_reference_continues_sliding_by_the_minimal_norm_field():
+    """The event-driven reference's decision where the flow reaches a surface k while sliding on
+    another, j (the 3-layer seed-1 net at t = 1.4708: j = 280 slides, k = 224 is reached), is the
+    Filippov field of a gradient flow: the minimal-norm element of the one-sided fields' convex
+    hull, F(q) affine in q ∈ [0, 1]², found here by scipy's bounded least squares. Before, the
+    reference decided with j's old one-sided fields, kept sliding on j at α_j = −0.32 and ended
+    1e-2 away from gflow by t = 2.327 (docs/kinks.md)."""
+    from scipy.optimize import lsq_linear
+
+    kinks_any, reference = _benchmarks("kinks_any", "filippov_deep_reference")
+    _, params0, net, order = kinks_any.problem("deep", 1)
+    events = []
+    solve_ivp = reference.solve_ivp
+
+    def logged(*a, **k):
+        sol = solve_ivp(*a, **k)
+        events.extend((t, y) for te, ye in zip(sol.t_events, sol.y_events) for t, y in zip(te, ye))
+        return sol
+
+    reference.solve_ivp = logged
+    try:
+        reference.integrate(net, order(params0), 1.4708)
+    finally:
+        reference.solve_ivp = solve_ivp
+    t, theta = events[-1]
+    assert t == pytest.approx(1.470792, abs=1e-6)
+    pattern = np.ones(2 * 8 * 20)
+    for _ in range(3):  # the sides of the layers, from the input up (entries j, k are set below)
+        pattern = (net.surfaces(theta, net.split(pattern)[0]) > 0).astype(float)
+    j, k = 280, 224
+
+    def field(qj, qk):
+        p = pattern.copy()
+        p[j], p[k] = qj, qk
+        return net.field(theta, p)
+
+    f00 = field(0.0, 0.0)
+    J = np.stack([field(1.0, 0.0) - f00, field(0.0, 1.0) - f00], axis=1)
+    np.testing.assert_allclose(field(1.0, 1.0), f00 + J.sum(axis=1), atol=1e-14)  # affine in q
+    q = lsq_linear(J, -f00, bounds=(0.0, 1.0), tol=1e-14).x  # min ‖F(q)‖ over the box
+    assert q[0] < 1e-12 and 0.1 < q[1] < 0.9  # j is left to its side 0, k slides (measured q_k = 0.4988)
+    assert reference._sliding_mode(net, theta, pattern, j, k, t) == ("swap", 0.0)
+
+
 @pytest.mark.slow
 def test_automatic_two_layer_surfaces_match_the_closed_form():
     """benchmarks/kinks.py's quick problem (n = 40, d = 10, width 20, t ≤ 5, rtol 1e-8): the
