@@ -3,15 +3,15 @@
 numpy forward and backward passes of a frozen-pattern net (`Net`: any depth, relu or leaky
 relu, optional biases, square or hinge loss), scipy DOP853 on each smooth piece, a terminal event
 at the first sign change of any switching function (every hidden pre-activation, and the hinge
-margins), the crossed entry flipped, and a restart. When the field on the new side points back
-into the surface, the surface slides: the Filippov field there is the one-sided field projected
-onto the surface's tangent space, F − n (n·F)/(n·n) (the jump of ∇L across a surface of a
-continuous L is normal to it), until its Filippov weight α = −n·F₀ / n·(F₁ − F₀) leaves [0, 1]
-(an exit event). Normals n = ∇s_k by complex-step differentiation of the numpy net. One surface
-slides at a time: where the flow reaches a surface while sliding on another, the continuation is
-the one one-surface mode whose Filippov conditions hold (cross it and keep sliding, or slide on it
-and leave the other: `_sliding_mode`); where none or both hold (two surfaces slide) it raises
-`RuntimeError` with its time, so a caller can choose a horizon before it (as do more than `max_events` events, a guard against a loop of decisions). Shares no code with gflow (docs/kinks.md, tests/test_kinks.py,
+margins), the crossed entry flipped, and a restart. Surfaces may slide, any number at once: on
+the sliding set S the field is F(θ, p) with p_S = α, the Filippov weights solving N F = 0 for the
+normals N = [∇s_k]_{k∈S} (`weights`, Newton's method; the field is then tangent to every
+sliding surface), until some α_k leaves [0, 1] (an exit event). Normals by complex-step
+differentiation of the numpy net. Where the flow reaches a surface, every assignment of the
+surfaces at s = 0 to "slides", "side 0", "side 1" is checked against the Filippov conditions
+(`continuation`) and the one that holds is taken; where none or several hold it raises
+`RuntimeError` with its time, so a caller can choose a horizon before it, as do more than
+`max_events` events (a guard against a loop of decisions). Shares no code with gflow (docs/kinks.md, tests/test_kinks.py,
 benchmarks/kinks_any.py).
 """
 
@@ -94,45 +94,103 @@ def normal(net, theta, pattern, k):
     return g
 
 
+def weights(net, theta, pattern, S, alpha0=None, iters=30):
+    """Filippov weights α of the sliding set S (list) at theta: p_S = α with N F(θ, p) = 0,
+    N = [∇s_k]_{k∈S}, solved by Newton's method with a difference Jacobian in α (one step where F
+    is affine in p_S; iterated where patterns multiply, e.g. a hinge margin and a ReLU of one
+    sample). Returns (α, the field F(θ, p)) — the field tangent to every surface of S."""
+    N = np.stack([normal(net, theta, pattern, k) for k in S])
+    p = pattern.copy()
+    alpha = np.full(len(S), 0.5) if alpha0 is None else np.array(alpha0, float)
+    for _ in range(iters):
+        p[S] = alpha
+        F = net.field(theta, p)
+        g = N @ F
+        cols = []
+        for i, k in enumerate(S):
+            q = p.copy(); q[k] = alpha[i] + 1.0
+            cols.append(N @ (net.field(theta, q) - F))
+        step = np.linalg.solve(np.stack(cols, axis=1), -g)
+        alpha = alpha + step
+        if np.max(np.abs(step)) < 1e-14:
+            break
+    p[S] = alpha
+    return alpha, net.field(theta, p)
+
+
+def continuation(net, theta, pattern, C, t, tol=1e-10):
+    """The flow reaches a point where the surfaces C (list) are at s = 0: each of them either
+    slides or is left to side 0 or 1. Every assignment is checked against the Filippov
+    conditions — the sliding weights in [0, 1], and the field (tangent to the sliding ones)
+    leaving every other surface of C into its side — and the one that holds is returned as
+    (sliding list, pattern). None or several: `RuntimeError` (an ambiguity this reference does
+    not resolve)."""
+    import itertools
+
+    valid = []
+    for choice in itertools.product(("slide", 0.0, 1.0), repeat=len(C)):
+        p = pattern.copy()
+        S = [k for k, c in zip(C, choice) if c == "slide"]
+        for k, c in zip(C, choice):
+            if c != "slide":
+                p[k] = c
+        if S:
+            try:
+                alpha, F = weights(net, theta, p, S)
+            except np.linalg.LinAlgError:  # no weights make the field tangent to all of S
+                continue
+            if np.any(alpha < -tol) or np.any(alpha > 1 + tol):
+                continue
+        else:
+            F = net.field(theta, p)
+        if all((normal(net, theta, p, k) @ F) * (1 if c else -1) > 0 for k, c in zip(C, choice) if c != "slide"):
+            valid.append((S, p))
+    if len(valid) != 1:
+        raise RuntimeError(f"at t = {t}: {len(valid)} Filippov continuations of surfaces {C}")
+    return valid[0]
+
+
 def integrate(net, theta0, T, rtol=1e-12, max_events=1000):
+    """θ(T) from θ(0) = theta0 and the counts of crossings, sliding onsets and exits."""
     theta = np.array(theta0, float)
     atol = rtol * 1e-2 * np.sqrt(np.mean(theta ** 2))
     pattern = np.ones(10**6)
     for _ in range(len(net.shapes) + 1):
         pattern = (net.surfaces(theta, net.split(pattern)[0]) > 0).astype(float)
     t, crossings, slides, exits, nfev = 0.0, 0, 0, 0, 0
-    sliding = None
+    sliding, decided = [], []
     while t < T:
         if crossings + slides + exits > max_events:
             raise RuntimeError(f"more than {max_events} events by t = {t}")
         sign = np.where(pattern > 0, 1.0, -1.0)
         masks = net.split(pattern)[0]
-        offset = 2 * np.maximum(0.0, -sign * net.surfaces(theta, masks))
-        if sliding is not None:
-            offset[sliding] = np.inf  # the sliding surface is not a crossing
+        s_now = net.surfaces(theta, masks)
+        offset = 2 * np.maximum(0.0, -sign * s_now)
+        # surfaces just decided lie at s ≈ 0 up to round-off (~1e-18 here), which can cross
+        # back within the first step: they fire only past a margin far above it
+        offset[decided] += 1e-13 * np.max(np.abs(s_now))
+        offset[sliding] = np.inf  # sliding surfaces are not crossings
+        S, base = list(sliding), pattern.copy()
+        memo = {}
 
-        def sides(th):
-            p0, p1 = pattern.copy(), pattern.copy()
-            p0[sliding], p1[sliding] = 0.0, 1.0
-            n = normal(net, th, pattern, sliding)
-            F0, F1 = net.field(th, p0), net.field(th, p1)
-            return n, F0, F1
+        def slide_field(th):
+            key = th.tobytes()
+            if key not in memo:
+                memo.clear()
+                memo[key] = weights(net, th, base, S)
+            return memo[key]
 
         def rhs(t, th):
-            if sliding is None:
-                return net.field(th, pattern)
-            n, F0, F1 = sides(th)
-            return F0 - n * (n @ F0) / (n @ n)
+            return slide_field(th)[1] if S else net.field(th, base)
 
         def cross(t, th):
             return np.min(sign * net.surfaces(th, masks) + offset)
 
         def leave(t, th):
-            n, F0, F1 = sides(th)
-            alpha = -(n @ F0) / (n @ (F1 - F0))
-            return min(alpha, 1 - alpha)
+            alpha = slide_field(th)[0]
+            return np.min(np.minimum(alpha, 1 - alpha))
 
-        events = [cross] + ([leave] if sliding is not None else [])
+        events = [cross] + ([leave] if S else [])
         for e in events:
             e.terminal, e.direction = True, -1
         sol = solve_ivp(rhs, (t, T), theta, method="DOP853", rtol=rtol, atol=atol, events=events)
@@ -140,63 +198,27 @@ def integrate(net, theta0, T, rtol=1e-12, max_events=1000):
         theta, t = sol.y[:, -1], sol.t[-1]
         if sol.status != 1:
             continue
-        if sliding is not None and len(sol.t_events[1]):
-            n, F0, F1 = sides(theta)
-            alpha = -(n @ F0) / (n @ (F1 - F0))
-            pattern[sliding] = 1.0 if alpha > 0.5 else 0.0
-            sliding, exits = None, exits + 1
+        if S and len(sol.t_events[1]):
+            # an exit: the surface whose weight reached 0 or 1 leaves to that side; the rest of
+            # the set is decided again without it
+            alpha = slide_field(theta)[0]
+            i = int(np.argmin(np.minimum(alpha, 1 - alpha)))
+            pattern[S[i]] = 1.0 if alpha[i] > 0.5 else 0.0
+            exits += 1
+            rest = [k for k in S if k != S[i]]
+            decided = [S[i]]
+            if rest:
+                new_S, pattern = continuation(net, theta, pattern, rest, t)
+                exits += len(rest) - len(new_S)
+                sliding = new_S
+            else:
+                sliding = []
             continue
         k = int(np.argmin(sign * net.surfaces(theta, masks) + offset))
-        if sliding is not None:
-            # reaching surface k while sliding on j: the continuation is the one-surface mode
-            # whose Filippov conditions hold (`_sliding_mode`)
-            mode, side = _sliding_mode(net, theta, pattern, sliding, k, t)
-            if mode == "cross":
-                pattern[k] = side
-                crossings += 1
-            else:
-                pattern[sliding] = side
-                sliding, slides, exits = k, slides + 1, exits + 1
-            continue
-        new = pattern.copy(); new[k] = 1 - new[k]
-        vel = [normal(net, theta, p, k) @ net.field(theta, p) for p in (pattern, new)]
-        if np.sign(vel[0]) != np.sign(vel[1]):
-            sliding, slides = k, slides + 1
-            continue
-        pattern = new
-        crossings += 1
+        new_S, new_pattern = continuation(net, theta, pattern, S + [k], t)
+        decided = [k]
+        slides += len([j for j in new_S if j not in S])
+        exits += len([j for j in S if j not in new_S])
+        crossings += int(k not in new_S and new_pattern[k] != pattern[k])
+        sliding, pattern = new_S, new_pattern
     return theta, {"crossings": crossings, "slides": slides, "exits": exits, "nfev": nfev}
-
-
-def _slide(net, theta, pattern, j, k, side_k):
-    """Sliding on j with surface k on side `side_k`: the Filippov weight α_j of the field on j and
-    the normal velocity of k under that field."""
-    n_j, n_k = normal(net, theta, pattern, j), normal(net, theta, pattern, k)
-    p0, p1 = pattern.copy(), pattern.copy()
-    p0[k] = p1[k] = side_k
-    p0[j], p1[j] = 0.0, 1.0
-    F0, F1 = net.field(theta, p0), net.field(theta, p1)
-    alpha = -(n_j @ F0) / (n_j @ (F1 - F0))
-    return alpha, n_k @ (F0 + alpha * (F1 - F0))
-
-
-def _sliding_mode(net, theta, pattern, j, k, t):
-    """While sliding on j, the flow reaches surface k. Two one-surface continuations: k is crossed
-    to side b and j keeps sliding ("cross", b), valid where α_j ∈ [0, 1] and the field leaves k
-    into side b; or k slides and j is left to side a ("swap", a), valid where α_k ∈ [0, 1] and the
-    field leaves j into side a. Exactly one must hold (else `RuntimeError`: two surfaces slide,
-    or the choice is ambiguous). A crossing's decision must use the field *on* j: the
-    one-sided fields of j's old side can point the other way (t = 1.4708 of the deep seed-1 net:
-    they flip k and keep sliding on j at α_j = −0.32, not a Filippov solution)."""
-    valid = []
-    for b in (0.0, 1.0):
-        alpha, vel = _slide(net, theta, pattern, j, k, b)
-        if 0 <= alpha <= 1 and vel * (1 if b else -1) > 0:
-            valid.append(("cross", b))
-    for a in (0.0, 1.0):
-        alpha, vel = _slide(net, theta, pattern, k, j, a)
-        if 0 <= alpha <= 1 and vel * (1 if a else -1) > 0:
-            valid.append(("swap", a))
-    if len(valid) != 1:
-        raise RuntimeError(f"at t = {t}: {len(valid)} one-surface continuations (two surfaces slide or ambiguous)")
-    return valid[0]

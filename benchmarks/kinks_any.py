@@ -7,7 +7,7 @@ Models (n = 20 Gaussian points in d = 5, labels sign(x₁ + x₂/2 + 0.1), width
 - "hinge": `gflow.objective(two_layer, "hinge", ...)`: relu surfaces and the hinge margins;
 - "leaky": a user's two-layer net with `jax.nn.leaky_relu(·, 0.1)`, square loss.
 All at rtol 1e-8; the horizon of each is where the reference (`filippov_deep_reference`: numpy,
-scipy DOP853 at rtol 1e-12, one surface sliding at a time) stays valid. For each it reports
+scipy DOP853 at rtol 1e-12, any number of surfaces sliding) stays valid. For each it reports
 steps, gradient evaluations, wall time (compiled) and compile time (first call minus second)
 of the plain and the switching solve, crossings and sliding intervals, and the relative weight
 error max|θ − θ_ref| / max|θ_ref| of both.
@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import filippov_deep_reference as reference  # noqa: E402
 
 N, D, WIDTH, SCALE = 20, 5, 8, 0.5
-# model → (seed, horizon): horizons before the reference's second simultaneous sliding surface
-HORIZONS = {"deep": (1, 2.327), "mlp": (0, 0.845), "hinge": (0, 1.634), "leaky": (0, 0.966)}
+# model → (seed, horizon): horizons within the reference's reach (it raises where its continuation is ambiguous)
+HORIZONS = {"deep": (1, 2.327), "mlp": (0, 0.845), "hinge": (0, 2.5), "leaky": (0, 0.966)}
 
 
 def flat(leaves):

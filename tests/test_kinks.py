@@ -161,15 +161,15 @@ def _benchmarks(*names):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["deep", "leaky", "mlp"])
+@pytest.mark.parametrize("kind", ["deep", "leaky", "mlp", "hinge"])
 def test_models_against_the_event_driven_reference(kind):
     """Models gflow does not know (a user's 3-layer ReLU net sliding on a second-layer surface
     and leaving it, a leaky-ReLU net, an equinox MLP with biases), kinks found by `find`, at
     rtol 1e-8: ≥ 20× fewer steps than the plain solve and within 1e-6 (relative, weights) of the
     independent event-driven Filippov reference (numpy + scipy DOP853 at rtol 1e-12, agreeing
     with itself at 1e-10; benchmarks/kinks_any.py gives the horizons; the MLP's reference takes
-    minutes: its normals are complex-step derivatives over 129 parameters). The hinge loss is
-    not here: its reference did not reach a sliding margin (docs/kinks.md, Limits)."""
+    minutes: its normals are complex-step derivatives over 129 parameters), and the hinge
+    two-layer net, whose margins and ReLU surfaces slide up to four at once."""
     kinks_any, reference = _benchmarks("kinks_any", "filippov_deep_reference")
     seed, t1 = kinks_any.HORIZONS[kind]
     L, params0, net, order = kinks_any.problem(kind, seed)
@@ -223,7 +223,8 @@ def test_reference_continues_sliding_by_the_minimal_norm_field():
     np.testing.assert_allclose(field(1.0, 1.0), f00 + J.sum(axis=1), atol=1e-14)  # affine in q
     q = lsq_linear(J, -f00, bounds=(0.0, 1.0), tol=1e-14).x  # min ‖F(q)‖ over the box
     assert q[0] < 1e-12 and 0.1 < q[1] < 0.9  # j is left to its side 0, k slides (measured q_k = 0.4988)
-    assert reference._sliding_mode(net, theta, pattern, j, k, t) == ("swap", 0.0)
+    sliding, sides = reference.continuation(net, theta, pattern, [j, k], t)
+    assert sliding == [k] and sides[j] == 0.0
 
 
 @pytest.mark.slow

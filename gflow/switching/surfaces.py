@@ -110,9 +110,15 @@ def for_objective(apply_fn, loss, X, y, reduce) -> Switching | None:
     """The `Switching` of L(θ) = reduce_i ℓ(f(θ, x_i), y_i) when f is `models.two_layer` with a
     piecewise-linear activation: surfaces s = X Wᵀ (shape (n, h)) and the frozen-pattern net
     f_p = (X Wᵀ ⊙ σ'(p)) v with σ'(p) = σ'₋ + p (σ'₊ − σ'₋), with closed-form jumps
-    (`TwoLayerKinks`). None for any other model."""
+    (`TwoLayerKinks`). None for any other model, and where the loss has kinks of its own (the
+    hinge's margins, which the closed form does not hold): `simulate` then reads every surface
+    from the program (`gflow.kinks.find`)."""
+    from ..kinks import find
+
     activation = _two_layer_activation(apply_fn)
     if activation is None:
+        return None
+    if find(lambda f: reduce(loss(f, y)), jnp.zeros(y.shape, X.dtype)) is not None:
         return None
     up, down = activation_slopes(activation)
     kinks = TwoLayerKinks(X, y, loss, reduce, up, down)
