@@ -182,6 +182,22 @@ def test_models_against_the_event_driven_reference(kind):
     assert int(plain.num_steps) >= 20 * int(sw.num_steps), (int(plain.num_steps), int(sw.num_steps))
 
 
+def test_a_loss_with_kinks_keeps_its_surfaces_on_the_two_layer_net():
+    """`gflow.objective(two_layer, "hinge")` gets no closed-form `Switching` (which holds the
+    ReLU surfaces only: the margins were stepped over as in a plain solve, and the switching
+    solve of kinks_any's hinge net hit 20,000 steps at t = 1.71); `find` reads both kinds: the
+    n·h pre-activations x_iᵀw_j and the n margins (`max(0, 1 − y f)` gives s = 0 − (1 − y f))."""
+    X, y = gflow.data.hyperplane(6, 3, seed=0)
+    params0 = gflow.models.init_two_layer(jax.random.PRNGKey(0), 3, 4, 0.5)
+    assert gflow.objective(gflow.models.two_layer, "exponential", X, y).switching is not None
+    L = gflow.objective(gflow.models.two_layer, "hinge", X, y)
+    assert L.switching is None
+    s = np.sort(np.ravel(kinks.find(L, params0).surfaces(params0)))
+    f = np.asarray(gflow.models.two_layer(params0, X))
+    expected = np.concatenate([np.ravel(np.asarray(X @ params0["W"].T)), np.asarray(y) * f - 1])
+    np.testing.assert_allclose(s, np.sort(expected), rtol=1e-12, atol=1e-15)
+
+
 def test_reference_continues_sliding_by_the_minimal_norm_field():
     """The event-driven reference's decision where the flow reaches a surface k while sliding on
     another, j (the 3-layer seed-1 net at t = 1.4708: j = 280 slides, k = 224 is reached), is the
