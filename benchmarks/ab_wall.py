@@ -30,20 +30,27 @@ b32 = lambda L, is_old: {} if is_old else {"switching": dataclasses.replace(L.sw
 rows = [("default (switching=None)", 1e-4, lambda L, o: {}), ("default (switching=None)", 1e-6, lambda L, o: {}),
         ("default (switching=None)", 1e-8, lambda L, o: {}), ("plain", 1e-5, lambda L, o: {"switching": False}),
         ("switching, B = 32", 1e-6, b32), ("switching, B = 32", 1e-8, b32)]
+sides = {"old": old, "new": gflow}
+objectives = {tag: lib.objective(lib.models.two_layer, "exponential", X, y, "sum") for tag, lib in sides.items()}
+
+
+def solve(tag, rtol, keywords):
+    L = objectives[tag]
+    return jax.block_until_ready(sides[tag].simulate(L, p0, problem.t1, rtol=rtol, max_steps=200_000,
+                                                     **keywords(L, tag == "old")))
+
+
 for name, rtol, keywords in rows:
-    times = {"old": [], "new": []}
     steps = {}
-    for lib_name, lib in (("old", old), ("new", gflow)):
-        L = lib.objective(lib.models.two_layer, "exponential", X, y, "sum")
-        tr = jax.block_until_ready(lib.simulate(L, p0, problem.t1, rtol=rtol, max_steps=200_000, **keywords(L, lib is old)))
-        steps[lib_name] = (int(tr.num_steps), str(tr.status))
-    for _ in range(3):
-        for lib_name, lib in (("old", old), ("new", gflow)):
-            L = lib.objective(lib.models.two_layer, "exponential", X, y, "sum")
-            kw = keywords(L, lib is old)
-            t = time.perf_counter()
-            jax.block_until_ready(lib.simulate(L, p0, problem.t1, rtol=rtol, max_steps=200_000, **kw))
-            times[lib_name].append(time.perf_counter() - t)
+    for tag in sides:  # compiles
+        traj = solve(tag, rtol, keywords)
+        steps[tag] = (int(traj.num_steps), str(traj.status))
+    times = {tag: [] for tag in sides}
+    for _ in range(3):  # alternating, so that both sides see the same load
+        for tag in sides:
+            start = time.perf_counter()
+            solve(tag, rtol, keywords)
+            times[tag].append(time.perf_counter() - start)
     mo, mn = statistics.median(times["old"]), statistics.median(times["new"])
     print(f"{name}, rtol {rtol:g}: steps old {steps['old']} new {steps['new']}; wall median old {mo:.2f} s, "
           f"new {mn:.2f} s, new/old {mn / mo:.3f}", flush=True)

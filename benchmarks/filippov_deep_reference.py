@@ -15,6 +15,8 @@ surfaces at s = 0 to "slides", "side 0", "side 1" is checked against the Filippo
 benchmarks/kinks_any.py).
 """
 
+import itertools
+
 import numpy as np
 from scipy.integrate import solve_ivp
 
@@ -94,14 +96,14 @@ def normal(net, theta, pattern, k):
     return g
 
 
-def weights(net, theta, pattern, S, alpha0=None, iters=30):
+def weights(net, theta, pattern, S, iters=30):
     """Filippov weights α of the sliding set S (list) at theta: p_S = α with N F(θ, p) = 0,
     N = [∇s_k]_{k∈S}, solved by Newton's method with a difference Jacobian in α (one step where F
     is affine in p_S; iterated where patterns multiply, e.g. a hinge margin and a ReLU of one
     sample). Returns (α, the field F(θ, p)) — the field tangent to every surface of S."""
     N = np.stack([normal(net, theta, pattern, k) for k in S])
     p = pattern.copy()
-    alpha = np.full(len(S), 0.5) if alpha0 is None else np.array(alpha0, float)
+    alpha = np.full(len(S), 0.5)
     for _ in range(iters):
         p[S] = alpha
         F = net.field(theta, p)
@@ -125,8 +127,6 @@ def continuation(net, theta, pattern, C, t, tol=1e-10):
     leaving every other surface of C into its side — and the one that holds is returned as
     (sliding list, pattern). None or several: `RuntimeError` (an ambiguity this reference does
     not resolve)."""
-    import itertools
-
     valid = []
     for choice in itertools.product(("slide", 0.0, 1.0), repeat=len(C)):
         p = pattern.copy()
@@ -204,21 +204,15 @@ def integrate(net, theta0, T, rtol=1e-12, max_events=1000):
             alpha = slide_field(theta)[0]
             i = int(np.argmin(np.minimum(alpha, 1 - alpha)))
             pattern[S[i]] = 1.0 if alpha[i] > 0.5 else 0.0
-            exits += 1
-            rest = [k for k in S if k != S[i]]
-            decided = [S[i]]
-            if rest:
-                new_S, pattern = continuation(net, theta, pattern, rest, t)
-                exits += len(rest) - len(new_S)
-                sliding = new_S
-            else:
-                sliding = []
-            continue
-        k = int(np.argmin(sign * net.surfaces(theta, masks) + offset))
-        new_S, new_pattern = continuation(net, theta, pattern, S + [k], t)
-        decided = [k]
+            crossed, left, C = None, [S[i]], [j for j in S if j != S[i]]
+        else:  # a crossing: the sliding set and the crossed surface are decided together
+            crossed = int(np.argmin(sign * net.surfaces(theta, masks) + offset))
+            left, C = [], S + [crossed]
+        new_S, new_pattern = continuation(net, theta, pattern, C, t) if C else ([], pattern)
+        if crossed is not None:
+            crossings += int(crossed not in new_S and new_pattern[crossed] != pattern[crossed])
         slides += len([j for j in new_S if j not in S])
         exits += len([j for j in S if j not in new_S])
-        crossings += int(k not in new_S and new_pattern[k] != pattern[k])
+        decided = left + [j for j in C if j not in new_S]
         sliding, pattern = new_S, new_pattern
     return theta, {"crossings": crossings, "slides": slides, "exits": exits, "nfev": nfev}
