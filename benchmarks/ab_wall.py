@@ -24,8 +24,9 @@ problem = [p for p in wp.FULL if p.name == "separated n200 d256"][0]
 X, y = wp.make_data(problem)
 p0 = gflow.models.init_two_layer(jax.random.PRNGKey(problem.seed), X.shape[1], problem.width, problem.init_scale)
 # (label, rtol, keywords of simulate given the objective and whether it is the old revision's);
-# the last rows pin this checkout's crossing buffer to the old default B = 32 (for K = 20,000
-# surfaces the default is now ⌈K/160⌉ = 125: `gflow.switching.crossing_buffer`)
+# the last rows pin this checkout's crossing buffer to the old default B = 32 (for these
+# K = 20,000 surfaces on a state of D = 25,700 the default is now 62:
+# `gflow.switching.crossing_buffer`)
 b32 = lambda L, is_old: {} if is_old else {"switching": dataclasses.replace(L.switching, max_crossings=32)}
 rows = [("default (switching=None)", 1e-4, lambda L, o: {}), ("default (switching=None)", 1e-6, lambda L, o: {}),
         ("default (switching=None)", 1e-8, lambda L, o: {}), ("plain", 1e-5, lambda L, o: {"switching": False}),

@@ -292,11 +292,14 @@ def test_vmapped_switching_solve_equals_single_solves(crossing_problem):
 
 
 def test_crossing_buffer_grows_with_the_surfaces():
-    # B(K) = min(K, clip(⌈K/160⌉, 32, 128)); an explicit max_crossings is honoured as given
+    # B(K, D) = min(K, clip(⌈K/160⌉, 32, clip(⌊1.6e6/D⌋, 32, 128))); an explicit max_crossings
+    # is honoured as given
     from gflow.switching import crossing_buffer, problem
 
-    assert [crossing_buffer(k) for k in (1, 20, 32, 800, 5_000, 5_120)] == [1, 20, 32, 32, 32, 32]
-    assert [crossing_buffer(k) for k in (5_121, 15_000, 20_000, 20_480, 100_000)] == [33, 94, 125, 128, 128]
+    assert [crossing_buffer(k, 100) for k in (1, 20, 32, 800, 5_000, 5_120)] == [1, 20, 32, 32, 32, 32]
+    assert [crossing_buffer(k, 100) for k in (5_121, 15_000, 20_000, 20_480, 100_000)] == [33, 94, 125, 128, 128]
+    # the B × D block of jumps stays under 1.6e6 entries: issue 7's d = 256 net (D = 25,700) gets 62
+    assert [crossing_buffer(20_000, D) for D in (12_500, 12_800, 25_700, 10**6)] == [125, 125, 62, 32]
     X, y = data.hyperplane(200, 3, np.random.default_rng(0))
     L = losses.objective(models.two_layer, "exponential", X, y)
     params0 = models.init_two_layer(jax.random.PRNGKey(0), 3, 60, 1e-2)  # K = 12,000

@@ -8,6 +8,7 @@ moving average's closed form for the guard; `integrate` on each point alone for 
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -77,6 +78,47 @@ def test_no_crossing_no_correction():
     assert np.all(np.isinf(np.asarray(ov.found.tau)))
     np.testing.assert_array_equal(np.asarray(ov.yc), np.asarray(ov.yb))
     np.testing.assert_allclose(np.asarray(ov.yc), _linear_exact(0.5), atol=1e-13)
+
+
+# 100 parallel surfaces θ₀ = c_k crossed downwards one after another (L = −g·θ + β Σ_k relu(θ₀ − c_k),
+# β = 0.01), in a buffer of 96 slots: tiers of 32, 64 and 96
+_C = np.linspace(0.05, 0.95, 100)
+MANY = Switching(
+    surfaces=lambda th: th[0] - jnp.asarray(_C),
+    objective=lambda th, p: -jnp.dot(jnp.asarray(G), th) + 0.01 * jnp.sum(p * (th[0] - jnp.asarray(_C))),
+    max_crossings=96,
+)
+
+
+@functools.cache
+def _many_step():
+    loss = lambda th: -jnp.dot(jnp.asarray(G), th) + 0.01 * jnp.sum(jax.nn.relu(th[0] - jnp.asarray(_C)))
+    ctx = context.problem(loss, MANY, jnp.array([1.0, 0.0]), None, jnp.asarray(1e-8), None,
+                          solver=gflow.flow.get_solver("tsit5"), observables={}, event=None, event_is_bool=None,
+                          max_steps=1000, save_params=False)
+    state = stepper.init(ctx, jnp.array([1.0, 0.0]), 0.0, 2.0, jnp.asarray([0.0, 2.0]))
+
+    @jax.jit
+    def both(tb):  # the attempt's kinks in their tier, and in all 96 slots
+        att, tiered = stepper._attempt(ctx, dataclasses.replace(state, t_next=tb))
+        return tiered, crossings.over(ctx, att, tiered.tb, tiered.yb, tiered=False)
+
+    return both
+
+
+@pytest.mark.parametrize("tb, count", [(0.1, 17), (0.25, 50), (0.42, 87), (0.6, 100)])
+def test_slot_tiers_give_the_crossings_of_the_full_buffer(tb, count):
+    # the kinks of a step with c crossings are computed in the smallest of `slot_tiers(B)`
+    # holding them: the crossing times, correction, error and split equal those in all B slots
+    assert crossings.slot_tiers(96) == (32, 64, 96) and crossings.slot_tiers(95) == (32, 95) and crossings.slot_tiers(125) == (32, 64, 125)
+    assert crossings.slot_tiers(47) == (47,) and crossings.slot_tiers(48) == (32, 48)
+    tiered, full = _many_step()(jnp.asarray(tb))
+    assert int(jnp.sum(tiered.crossing)) == count
+    # more crossings than slots: the step is split between the 96th and the 97th
+    assert np.isfinite(float(tiered.found.t_split)) == (count > 96)
+    for a, b in zip(jax.tree.leaves(tiered.found), jax.tree.leaves(full.found)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(np.asarray(tiered.yc), np.asarray(full.yc), rtol=1e-14)
 
 
 def test_root_finder_against_a_closed_form():

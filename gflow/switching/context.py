@@ -54,7 +54,7 @@ class Problem(eqx.Module):
     @property
     def B(self) -> int:
         if self.switching.max_crossings is None:
-            return crossing_buffer(self.K)
+            return crossing_buffer(self.K, self.size)
         return min(self.switching.max_crossings, self.K)
 
     @property

@@ -12,8 +12,11 @@ u_k = t_b − τ_k, the frozen step is corrected by
 ΔF_k linear in t between the step's ends. The jump of one crossing moves later crossings of the
 surfaces it acts on: s_k(τ) + Σ_m (τ − τ_m)⁺ ∇s_k·ΔF_m = 0 is solved for the B earliest by two
 fixed-point sweeps. The error estimate |δ − Σ_k u_k ΔF_k(t_a)| + Σ_k |ΔF_k|·(change of τ_k in the
-second sweep) ∝ u² is controlled beside the Runge–Kutta estimate (`_KINK_ORDER`).
+second sweep) ∝ u² is controlled beside the Runge–Kutta estimate (`_KINK_ORDER`). The B slots
+cost whether occupied or not, so a step with fewer crossings uses a smaller tier (`slot_tiers`).
 """
+
+import functools
 
 import diffrax
 import equinox as eqx
@@ -23,6 +26,9 @@ import numpy as np
 
 # the kink correction's error estimate scales like u² (u: time from a crossing to the step's end)
 _KINK_ORDER = 2
+
+# the smallest slot tier of a large crossing buffer (`slot_tiers`)
+_FEW_CROSSINGS = 32
 
 # the degree of each solver's dense output in t (diffrax: Tsit5's and Dopri5's are quartic,
 # Dopri8's of degree 6, Bosh3's cubic Hermite, Heun's Hermite cubic with a vanishing cubic term
@@ -132,12 +138,12 @@ class Over(eqx.Module):
     dt_kinks: jax.Array  # the step size the kinks' error proposes
 
 
-def _crossing_nodes(ctx, att, tb, s_b, crossing):
+def _crossing_nodes(ctx, att, tb, s_b, crossing, B):
     """The crossings' places on the step as x ∈ [−1, 1] (t = t_a + (x + 1) h / 2): s along the
     dense output fitted through the Chebyshev nodes (`coeffs`, monomial, one column per surface),
     all crossings ranked by linear interpolation between the nodes, and the B + 1 earliest
     (`candidates`, K for an empty slot) located exactly on the fit."""
-    K, B = ctx.K, ctx.B
+    K = ctx.K
     ta, h = att.ta, tb - att.ta
     node_points, node_fit = _chebyshev_fit(_DENSE_DEGREE.get(type(ctx.solver), 7))
     few = min(K, 8 * (B + 1))  # crossings ranked without sorting all K surfaces (`_earliest`)
@@ -176,13 +182,14 @@ def _crossing_nodes(ctx, att, tb, s_b, crossing):
     return x_root, candidates, coeffs
 
 
-def kinks(ctx, att, tb, yb, s_b, crossing) -> _Kinks:
+def kinks(ctx, att, tb, yb, s_b, crossing, B) -> _Kinks:
     """Crossing times τ_k of the surfaces in `crossing` and the kink correction of the
-    frozen-pattern step [t_a, t_b], with the error estimate of its first-order part."""
-    K, B, ta, ya = ctx.K, ctx.B, att.ta, att.ya
+    frozen-pattern step [t_a, t_b], with the error estimate of its first-order part, in B
+    (static) slots: the B earliest crossings, the step split before the next one."""
+    K, ta, ya = ctx.K, att.ta, att.ya
     h = tb - ta
     p, geo = att.piece
-    x_root, candidates, coeffs = _crossing_nodes(ctx, att, tb, s_b, crossing)
+    x_root, candidates, coeffs = _crossing_nodes(ctx, att, tb, s_b, crossing, B)
     inside = jnp.minimum(candidates, K - 1)
     dp = jnp.where(crossing, -jnp.where(att.pattern, 1.0, -1.0).astype(ctx.dtype), 0.0)
     # the piece's field is Π F(y, p) with Π linear and fixed within the step: linearise F
@@ -238,6 +245,20 @@ def kinks(ctx, att, tb, yb, s_b, crossing) -> _Kinks:
     return _Kinks(tau, tau0, delta, error, moved, t_split)
 
 
+def slot_tiers(B):
+    """The slot counts `kinks` is compiled for under a crossing buffer of B slots: a step with
+    fewer crossings uses the smallest tier holding them. A slot costs a jump ∂F/∂p_k (a D-vector)
+    and a row of the coupling whether occupied or not; on issue 7's d = 256 problem (D = 25,700)
+    the kinks of a step cost ~1.3 ms with 32 slots, ~3 ms with 64 and ~11 ms with 125 (two
+    25 MB blocks, out of cache), against 0.5 ms for a gradient. Tiers double from 32 while
+    1.5 × the tier fits in B; each is one more branch to compile, so B ≤ 47 has none."""
+    tiers, b = [], _FEW_CROSSINGS
+    while 3 * b <= 2 * B:
+        tiers.append(b)
+        b *= 2
+    return (*tiers, B)
+
+
 def no_kinks(ctx) -> _Kinks:
     zeros = jnp.zeros(ctx.size, ctx.dtype)
     never = jnp.full(ctx.K, jnp.inf, ctx.dtype)
@@ -249,8 +270,11 @@ def signed(pattern, s):
     return jnp.where(pattern, s, -s)
 
 
-def over(ctx, att, tb, yb) -> Over:
-    """The step [t_a, t_b] with its kinks: crossings, their correction and its error test."""
+def over(ctx, att, tb, yb, tiered=True) -> Over:
+    """The step [t_a, t_b] with its kinks: crossings, their correction and its error test.
+    `tiered` (static): the kinks in the smallest of `slot_tiers(B)` holding the crossings (the
+    same numbers); False, in B slots always, for the rarer re-evaluation of a shortened step,
+    which then compiles the kinks once more rather than once per tier."""
     s_b = ctx.surfaces(yb)
     # a surface whose s did not move in the step was not crossed in it: a state left at s ≈ 0
     # on the far side by round-off where the pattern's field has no normal component (a ReLU
@@ -258,7 +282,12 @@ def over(ctx, att, tb, yb) -> Over:
     # 10 of 30 flows of L = Σ relu(θ_k) c_k into their kinks)
     crossing = att.nonsliding & ~att.on_pending & (signed(att.pattern, s_b) < 0) & (s_b != att.s_a)
     any_crossing = jnp.any(crossing)
-    found = jax.lax.cond(any_crossing, lambda: kinks(ctx, att, tb, yb, s_b, crossing), lambda: no_kinks(ctx))
+    tiers = slot_tiers(ctx.B) if tiered else (ctx.B,)
+    # 0: no crossing; else the smallest tier holding them (the largest: the step is split)
+    tier = jnp.where(any_crossing, 1 + jnp.minimum(jnp.searchsorted(jnp.asarray(tiers), jnp.sum(crossing)),
+                                                  len(tiers) - 1), 0)
+    found = jax.lax.switch(tier, [lambda: no_kinks(ctx)] + [
+        functools.partial(kinks, ctx, att, tb, yb, s_b, crossing, b) for b in tiers])
     yc = yb + found.delta
     keep_kinks, kinks_a, kinks_b, _, _, _ = att.controller.adapt_step_size(
         att.ta, tb, att.ya, yc, att.piece, found.error, _KINK_ORDER, att.controller_state
@@ -313,7 +342,7 @@ def before_stuck(ctx, att, ov, f_new, stuck, keep, fall_back):
 
     def shortened():
         t_pre = 0.5 * (tau_before + tau_stuck)
-        ov2 = over(ctx, att, t_pre, att.interp.evaluate(t_pre))
+        ov2 = over(ctx, att, t_pre, att.interp.evaluate(t_pre), tiered=False)
         f2, stuck2 = new_side(ctx, att, ov2)
         good = ov2.keep_kinks & ~jnp.any(stuck2)
         pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(good, a, b), new, old)

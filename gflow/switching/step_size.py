@@ -66,7 +66,8 @@ def decide(ctx, att, ov, counts):
         ov.any_crossing & keep_smooth & (~ov.keep_kinks | jnp.isfinite(ov.found.t_split))
         & (t_short > jnp.min(ov.found.tau_frozen)) & (t_short < ov.tb)
     )
-    ov = jax.lax.cond(shorten, lambda: _crossings.over(ctx, att, t_short, att.interp.evaluate(t_short)), lambda: ov)
+    ov = jax.lax.cond(shorten, lambda: _crossings.over(ctx, att, t_short, att.interp.evaluate(t_short), tiered=False),
+                      lambda: ov)
     counts["num_steps_shortened"] += shorten.astype(jnp.int32)
     evals = kink_evals(ctx)
     counts["extra_grad_evals"] += evals * (ov.any_crossing.astype(jnp.int32) + shorten.astype(jnp.int32))

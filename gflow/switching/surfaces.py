@@ -31,8 +31,8 @@ class Switching(eqx.Module):
       width-200 case.
     - `max_crossings`: how many crossings one step may step over (a static buffer size; costs
       one jump ∂F/∂p_k each per step with crossings). A step with more is split before the
-      next one. None (default): `crossing_buffer(K)` for the K switching functions, which
-      grows with K (many surfaces cross many times per step).
+      next one. None (default): `crossing_buffer(K, D)` for the K switching functions on a
+      state of length D, which grows with K (many surfaces cross many times per step).
     - `jump`: optional, J(θ, p, k) (or J(θ, p, k, args)) = ∂F/∂p_k with F = −∇_θ L(θ, p), a
       pytree like θ, for one flat index k of s: the jump of the field across surface k. None
       computes it as a Jacobian-vector product in p, which costs about one gradient per crossing
@@ -59,29 +59,37 @@ class Switching(eqx.Module):
     linear: bool = eqx.field(static=True, default=True)
 
 
-# `crossing_buffer`: B(K) = clip(⌈K / _SURFACES_PER_SLOT⌉, _MIN_CROSSINGS, _MAX_CROSSINGS)
+# `crossing_buffer`: B(K, D) = min(K, clip(⌈K / _SURFACES_PER_SLOT⌉, _MIN_CROSSINGS, cap(D))),
+# cap(D) = clip(⌊_JUMP_BLOCK / D⌋, _MIN_CROSSINGS, _MAX_CROSSINGS)
 _MIN_CROSSINGS = 32
 _MAX_CROSSINGS = 128
 _SURFACES_PER_SLOT = 160
+_JUMP_BLOCK = 1_600_000  # entries of the B × D block of jumps (13 MB in float64)
 
 
-def crossing_buffer(K: int) -> int:
-    """The default `Switching.max_crossings` B for K switching functions:
+def crossing_buffer(K: int, D: int) -> int:
+    """The default `Switching.max_crossings` B for K switching functions on a state of length D:
 
-        B(K) = min(K, clip(⌈K / 160⌉, 32, 128)),
+        B(K, D) = min(K, clip(⌈K / 160⌉, 32, cap(D))),  cap(D) = clip(⌊1.6·10⁶ / D⌋, 32, 128),
 
-    32 up to K = 5,120 surfaces, then one slot per 160 surfaces, 128 from K = 20,480 on.
-    The crossings in a step of a given length grow like K, and a step is sized to fill ¾ of
-    B. Measured on the stress corpus (docs/benchmarks.md): where surfaces only cross, more
-    slots take fewer steps (K = 100,000: 1,926 steps with 32 slots, 516 with 128, the plain
-    solve 821; K = 20,000: 461 with 32, 149 with 125, plain 1,404; K = 15,000: 308 with 32, 128
-    with 94, plain 93). Where many slide it gains little (width100, K = 10,000: 1,379 steps with
-    32, 1,364 with 63), and n1000 (K = 20,000, rtol 1e-4, up to 43 sliding) reached t1 with 32
-    and 64 slots but stalled with 63 and 125: its progress guard is marginal, not monotone in B.
-    A slot costs one jump ∂F/∂p_k and a row of the B × B coupling per step with crossings, so
-    small problems keep 32."""
+    32 up to K = 5,120 surfaces, then one slot per 160 surfaces, at most 128 (from K = 20,480
+    on) and at most 1.6·10⁶ / D. The crossings in a step of a given length grow like K, and a
+    step is sized to fill ¾ of B. Measured on the stress corpus (docs/benchmarks.md): where
+    surfaces only cross, more slots take fewer steps (K = 100,000: 1,926 steps with 32 slots,
+    516 with 128, the plain solve 821; K = 20,000: 461 with 32, 149 with 125, plain 1,404;
+    K = 15,000: 308 with 32, 128 with 94, plain 93). Where many slide it gains little
+    (width100, K = 10,000: 1,379 steps with 32, 1,364 with 63), and n1000 (K = 20,000, rtol
+    1e-4, up to 43 sliding) reached t1 with 32 and 64 slots but stalled with 63 and 125: its
+    progress guard is marginal, not monotone in B. A slot costs one jump ∂F/∂p_k (a D-vector)
+    and a row of the B × B coupling per step with crossings, so small problems keep 32; a step
+    with few crossings computes its kinks in fewer slots (`crossings.slot_tiers`: 32, 64, B).
+    The cap keeps the B × D block of jumps in cache: on issue 7's d = 256 problem (D = 25,700,
+    K = 20,000, no sliding) a step's kinks cost ~3 ms with 64 slots and ~11 ms with 125, so
+    64 slots took 448 steps in 3.5 s at rtol 1e-8 (125: 407 in 4.7 s; 32: 609 in 4.5 s) and
+    270 in 3.0 s at 1e-6 (125: 178 in 2.9 s; 32: 459 in 3.5 s); cap(25,700) = 62."""
+    cap = min(_MAX_CROSSINGS, max(_MIN_CROSSINGS, _JUMP_BLOCK // max(D, 1)))
     wanted = -(-K // _SURFACES_PER_SLOT)
-    return min(K, max(_MIN_CROSSINGS, min(_MAX_CROSSINGS, wanted)))
+    return min(K, max(_MIN_CROSSINGS, min(cap, wanted)))
 
 
 def activation_slopes(activation) -> tuple[float, float]:
