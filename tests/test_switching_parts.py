@@ -198,6 +198,36 @@ def test_filippov_set_is_the_minimal_norm_field():
     np.testing.assert_array_equal(np.asarray(sides)[~free], q[~free] >= 0.5)
 
 
+def test_the_surface_that_exits_is_the_one_whose_weight_reaches_its_bound_first():
+    # L = relu(x) + relu(y) + u, u = −x(0.2 − 0.5z) − y(0.6 − 1.2z) − z, from θ = 0: both surfaces
+    # slide at once with z = t and weights α_A = 0.2 − 0.5t (0 at t = 0.4) and α_B = 0.6 − 1.2t
+    # (0 at t = 0.5, but further below 0 at the end of a long step). x leaves at z = 0.4, y at
+    # z = 0.5. Choosing the exiting surface by its weight at the step's end made y exit at
+    # t = 0.4 and slide again at once (3 exits, 3 onsets): the n1000 stall of issue 17
+    from scipy.integrate import solve_ivp
+
+    def u(th):
+        return -th[0] * (0.2 - 0.5 * th[2]) - th[1] * (0.6 - 1.2 * th[2]) - th[2]
+
+    loss = lambda th: jax.nn.relu(th[0]) + jax.nn.relu(th[1]) + u(th)
+    sw = Switching(surfaces=lambda th: th[:2], objective=lambda th, p: p[0] * th[0] + p[1] * th[1] + u(th))
+    traj = gflow.simulate(loss, jnp.zeros(3), 1.0, rtol=1e-10, switching=sw)
+    assert traj.status == "success"
+    assert (int(traj.stats["num_sliding_starts"]), int(traj.stats["num_sliding_exits"])) == (2, 2)
+
+    # the reference: z = t up to 0.4; then x free (y = 0) up to z = 0.5; then both free
+    def x_free(t, w):  # (x, z) with y = 0
+        return [0.2 - 0.5 * w[1], 1 - 0.5 * w[0]]
+
+    at_half = lambda t, w: w[1] - 0.5
+    at_half.terminal = True
+    first = solve_ivp(x_free, (0.4, 1.0), [0.0, 0.4], events=at_half, rtol=1e-12, atol=1e-14)
+    x, z = first.y_events[0][0]
+    rest = solve_ivp(lambda t, w: [0.2 - 0.5 * w[2], 0.6 - 1.2 * w[2], 1 - 0.5 * w[0] - 1.2 * w[1]],
+                     (first.t_events[0][0], 1.0), [x, 0.0, z], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(traj.final_params), rest.y[:, -1], atol=1e-9)
+
+
 # ---- step sizes and the progress guard --------------------------------------------------------
 
 

@@ -62,6 +62,18 @@ def locate(ctx, att, ov, sizes, stuck, counts):
 
     tau_exit, evals = _locate(jnp.any(viol_exit), exit_fn, ta, ov.tb, att.time_tol)
     counts["extra_grad_evals"] += 2 * evals
+    # the surface that exits is the one whose weight reaches its bound at τ_exit, not the one
+    # furthest past it at the step's end: on issue 17's n1000 case a weight at 1.5e-14 (falling
+    # at 57 per unit time) set τ_exit at the step's start while another surface, past its bound
+    # only at the end, was made to exit; it slid again at once, and the two events alternated
+    # at t = 0.1227 until the progress guard ended the solve
+    exit_k = jax.lax.cond(
+        jnp.isfinite(tau_exit),
+        lambda: jnp.argmin(jnp.where(viol_exit, _sliding.exit_margin(
+            _sliding.alphas(ctx, att.interp.evaluate(tau_exit), pattern, sliding, geo)), jnp.inf)),
+        lambda: jnp.argmin(jnp.where(viol_exit, _sliding.exit_margin(alpha_b), jnp.inf)),
+    )
+    counts["extra_grad_evals"] += 2 * jnp.isfinite(tau_exit).astype(jnp.int32)
     tau_user = jnp.asarray(jnp.inf, ctx.dtype)
     if ctx.event is not None:
         ua, ub = ctx.user_value(att.ya), ctx.user_value(y_end)
@@ -81,11 +93,7 @@ def locate(ctx, att, ov, sizes, stuck, counts):
         0,
         jnp.where(tau_cross <= tau, _CROSS, jnp.where(tau_exit <= tau, _EXIT, _USER)),
     )
-    k = jnp.where(
-        kind == _CROSS,
-        jnp.argmin(ov.found.tau_frozen),
-        jnp.argmin(jnp.where(viol_exit, _sliding.exit_margin(alpha_b), jnp.inf)),
-    )
+    k = jnp.where(kind == _CROSS, jnp.argmin(ov.found.tau_frozen), exit_k)
     # an event at the step's start is handled at once. A crossing that needs a decision is
     # reached on the step's dense output: with no crossing before it, the frozen dense output
     # is the flow there, as accurate as the step whose error estimate passed. A sliding exit
