@@ -60,7 +60,8 @@ the convex combinations Filippov's construction needs). With p fixed the field i
 
    and the convex weights are α = −λ/β with λ = (NNᵀ)⁺N F(p_S=0), β = (NNᵀ)⁺N(F(p_S=1) − F(p_S=0)).
    Sliding on k ends (Filippov exit) where α_k reaches 0 (the trajectory leaves to s_k < 0) or
-   1 (to s_k > 0); that time is located like a crossing.
+   1 (to s_k > 0); that time is located like a crossing, and the surface that leaves is the one
+   whose weight is at its bound there.
 
    Onsets and exits change the sliding set as a whole: a surface joining may force others out,
    and several may leave at one point. Each such decision solves for the whole set at once:

@@ -78,9 +78,8 @@ def crossing_buffer(K: int, D: int) -> int:
     surfaces only cross, more slots take fewer steps (K = 100,000: 1,926 steps with 32 slots,
     516 with 128, the plain solve 821; K = 20,000: 461 with 32, 149 with 125, plain 1,404;
     K = 15,000: 308 with 32, 128 with 94, plain 93). Where many slide it gains little
-    (width100, K = 10,000: 1,379 steps with 32, 1,364 with 63), and n1000 (K = 20,000, rtol
-    1e-4, up to 43 sliding) reached t1 with 32 and 64 slots but stalled with 63 and 125: its
-    progress guard is marginal, not monotone in B. A slot costs one jump ∂F/∂p_k (a D-vector)
+    (width100, K = 10,000: 1,379 steps with 32, 1,364 with 63; n1000, K = 20,000, rtol 1e-4,
+    up to 64 sliding: 4,063 with 32, 4,110 with 125). A slot costs one jump ∂F/∂p_k (a D-vector)
     and a row of the B × B coupling per step with crossings, so small problems keep 32; a step
     with few crossings computes its kinks in fewer slots (`crossings.slot_tiers`: 32, 64, B).
     The cap keeps the B × D block of jumps in cache: on issue 7's d = 256 problem (D = 25,700,
