@@ -67,12 +67,13 @@ def locate(ctx, att, ov, sizes, stuck, counts):
     # at 57 per unit time) set τ_exit at the step's start while another surface, past its bound
     # only at the end, was made to exit; it slid again at once, and the two events alternated
     # at t = 0.1227 until the progress guard ended the solve
-    exit_k = jax.lax.cond(
+    # (with no exit the weights are not used: kind is never _EXIT then)
+    alpha_exit = jax.lax.cond(
         jnp.isfinite(tau_exit),
-        lambda: jnp.argmin(jnp.where(viol_exit, _sliding.exit_margin(
-            _sliding.alphas(ctx, att.interp.evaluate(tau_exit), pattern, sliding, geo)), jnp.inf)),
-        lambda: jnp.argmin(jnp.where(viol_exit, _sliding.exit_margin(alpha_b), jnp.inf)),
+        lambda: _sliding.alphas(ctx, att.interp.evaluate(tau_exit), pattern, sliding, geo),
+        lambda: alpha_b,
     )
+    exit_k = jnp.argmin(jnp.where(viol_exit, _sliding.exit_margin(alpha_exit), jnp.inf))
     counts["extra_grad_evals"] += 2 * jnp.isfinite(tau_exit).astype(jnp.int32)
     tau_user = jnp.asarray(jnp.inf, ctx.dtype)
     if ctx.event is not None:
