@@ -74,12 +74,6 @@ def test_default_is_the_documented_rule():
 # where issue 17's rule does not hold (benchmarks/stress.py, docs/benchmarks.md "Stress corpus"):
 # measured on this revision, or last measured on an earlier one and not re-run since
 FORCED_FAILS = {
-    "n1000": "1.58x steps at rtol 1e-4 (3,203+907 against 1,887+707 plain, 125 crossing slots; reaches t1 since "
-             "the exit fix of this revision, stalled at t = 0.093-0.123 before): event-bound, 650 sliding starts, "
-             "588 exits and 2,066 crossings decided one by one in t <= 0.2",
-    "issue17b": "7.3x steps at rtol 1e-4 with 94 crossing slots (1,655+281 against 197+68 plain; 7.4x on "
-                "1d69a9c, 5.8x on 7255bc8 with 32): 209 sliding starts + 3,060 crossings",
-    "big-n500-h200": "6.9x steps at rtol 1e-5 (1,488+111 against 177+54 plain, 128 crossing slots)",
     "big-n1000-h100": "max_steps at t = 3.9 on f8597f5 with 32 crossing slots (not re-run with 128)",
 }
 DEFAULT_FAILS = {}  # rtol < 1e-4 and K <= 20,000 passes every measured case

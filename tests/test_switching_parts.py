@@ -228,6 +228,48 @@ def test_the_surface_that_exits_is_the_one_whose_weight_reaches_its_bound_first(
     np.testing.assert_allclose(np.asarray(traj.final_params), rest.y[:, -1], atol=1e-9)
 
 
+def test_an_exit_a_crossing_causes_is_decided_at_that_crossing_the_earlier_ones_stepped_over():
+    # L = relu(x) + Σ_j c_j relu(y_j + x) − b x − Σ_j y_j: x slides on x = 0 from t = 0.2 with
+    # weight α = b − Σ_{crossed} c_j; y_j crosses at t_j (6 of them before 1.35, c_j = 0.02)
+    # and the crossing of y_7 at t = 1.35 (c_7 = 0.6) takes α below 0, so x leaves to x < 0.
+    # The exit shows at a step's end only past all of its crossings: cut at the first crossing,
+    # the crossings before it were decided one step each (2 of 12 stepped over, 16 steps)
+    m, b = 12, 0.5
+    c = np.full(m, 0.02)
+    c[7] = 0.6
+    t_cross = np.linspace(0.3, 2.5, m)
+    t_cross[7] = 1.35
+    x0, y0, t1 = 0.1, -t_cross, 3.0
+    C = jnp.asarray(c)
+    loss = lambda th: jax.nn.relu(th[0]) + jnp.sum(C * jax.nn.relu(th[1:] + th[0])) - b * th[0] - jnp.sum(th[1:])
+    sw = Switching(surfaces=lambda th: jnp.concatenate([th[:1], th[1:] + th[0]]),
+                   objective=lambda th, p: p[0] * th[0] + jnp.sum(C * p[1:] * (th[1:] + th[0])) - b * th[0] - jnp.sum(th[1:]))
+    traj = gflow.simulate(loss, jnp.asarray(np.concatenate([[x0], y0])), t1, rtol=1e-8, switching=sw)
+    assert traj.status == "success"
+    stats = {k: int(v) for k, v in traj.stats.items()}
+    assert (stats["num_sliding_starts"], stats["num_sliding_exits"], stats["num_crossings"]) == (1, 1, 12)
+    assert stats["num_crossings_stepped_over"] >= 6
+
+    # the reference: the field is piecewise constant, so the flow is piecewise linear, followed
+    # event by event (x reaching 0 and sliding, each y_j + x reaching 0, α leaving [0, 1])
+    x, y, t, p, sliding = x0, y0.copy(), 0.0, np.zeros(m, bool), False
+    while t < t1:
+        sigma = np.sum(c * p)
+        sliding = sliding and b - sigma >= 0
+        xd = 0.0 if sliding else b - float(x > 0) - sigma
+        sd = (1 - c * p) + xd
+        with np.errstate(divide="ignore"):
+            tj = np.where(~p & (sd > 0), -(y + x) / sd, np.inf)
+        tx = -x / xd if (not sliding and x > 0 and xd < 0) else np.inf
+        dt = min(np.min(tj), tx, t1 - t)
+        x, y, t = x + xd * dt, y + (1 - c * p) * dt, t + dt
+        if t < t1 and tx <= np.min(tj):
+            x, sliding = 0.0, True
+        elif t < t1:
+            p[np.argmin(tj)] = True
+    np.testing.assert_allclose(np.asarray(traj.final_params), np.concatenate([[x], y]), atol=1e-11)
+
+
 # ---- step sizes and the progress guard --------------------------------------------------------
 
 

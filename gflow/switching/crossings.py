@@ -327,25 +327,3 @@ def new_side(ctx, att, ov):
     s_c, velocity = jax.jvp(ctx.surfaces, (ov.yc,), (f_new,))
     away = (signed(flipped, s_c) > 0) & (signed(flipped, velocity) > 0)
     return f_new, ov.crossing & (ov.found.moved | ~away)
-
-
-def before_stuck(ctx, att, ov, f_new, stuck, keep, fall_back):
-    """A crossing that needs a decision among many that do not: the step is shortened to end
-    between it and the last crossing before it (those are stepped over) rather than cut at the
-    step's first crossing, which with a full buffer of crossings advanced a few per cent of the
-    step each time; the next step starts at that crossing. Returns whether it was shortened,
-    and the step with its kinks, f_new and stuck there (unchanged where not)."""
-    tau_k = ov.found.tau
-    tau_stuck = jnp.min(jnp.where(stuck, tau_k, jnp.inf))
-    tau_before = jnp.max(jnp.where(ov.crossing & (tau_k < tau_stuck), tau_k, -jnp.inf))
-    resplit = keep & ~fall_back & jnp.isfinite(tau_stuck) & jnp.isfinite(tau_before)
-
-    def shortened():
-        t_pre = 0.5 * (tau_before + tau_stuck)
-        ov2 = over(ctx, att, t_pre, att.interp.evaluate(t_pre), tiered=False)
-        f2, stuck2 = new_side(ctx, att, ov2)
-        good = ov2.keep_kinks & ~jnp.any(stuck2)
-        pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(good, a, b), new, old)
-        return good, pick((ov2, f2, stuck2), (ov, f_new, stuck))
-
-    return jax.lax.cond(resplit, shortened, lambda: (jnp.asarray(False), (ov, f_new, stuck)))

@@ -223,29 +223,39 @@ def decide(ctx, state, att, ov, ev, counts):
     attractive = (a > 0) & (b < 0)
     has_room = jnp.any(sliding < 0)
     candidate = sliding.at[jnp.argmax(sliding < 0)].set(k.astype(jnp.int32))
-    # an onset or an exit changes the whole sliding set at once: the Filippov field of a
-    # gradient flow is the minimal-norm element of the one-sided fields' convex hull
-    # (`filippov_set`), which decides every surface of the set together. An exiting surface
-    # leaves to the side its weight reached; the others are decided again without it.
     onset = is_cross & attractive & has_room
-    leaving = sliding.at[k].set(-1)
-    exit_base = base.at[sliding[k]].set(ev.alpha_b[k] >= 0.5)
-    cand = jnp.where(onset, candidate, jnp.where(is_exit, leaving, sliding))
-    cand_base = jnp.where(is_exit, exit_base, base)
-    decide = onset | (is_exit & jnp.any(leaving >= 0))
-    decided_pattern, decided_sliding = jax.lax.cond(
-        decide, lambda: filippov_set(ctx, y_ev, cand_base, cand), lambda: (cand_base, cand)
-    )
-    counts["extra_grad_evals"] += (1 + (M if ctx.switching.jump is None else 1)) * decide.astype(jnp.int32)
-    slide = onset & jnp.any(decided_sliding == k)
     up = jnp.where((a > 0) & (b > 0), True, jnp.where((a < 0) & (b < 0), False, ~base[k]))
     # a crossing at the step's start that keeps its side is a grazing contact: the state lies
     # on the other side while the field points back; it takes the side where it lies
     graze = ev.immediate & is_cross & ~onset & (up == base[k])
     up = jnp.where(graze, att.s_a[k] > 0, up)
-    new_pattern = jnp.where(is_cross & ~onset, base.at[k].set(up), base)
-    new_pattern = jnp.where(onset | is_exit, decided_pattern, new_pattern)
-    new_sliding = jnp.where(onset | is_exit, decided_sliding, sliding)
+    crossed_pattern = base.at[k].set(up)
+    # a crossing changes the field on the sliding set, and a weight may leave [0, 1] with it:
+    # that exit is decided here, with the crossing, rather than found at the next step's start
+    induced = is_cross & ~onset & jnp.any(sliding >= 0)
+    induced = jax.lax.cond(
+        induced,
+        lambda: jnp.any((sliding >= 0) & (exit_margin(alphas(ctx, y_ev, crossed_pattern, sliding, geo)) < 0)),
+        lambda: jnp.asarray(False),
+    )
+    counts["extra_grad_evals"] += 2 * (is_cross & ~onset & jnp.any(sliding >= 0)).astype(jnp.int32)
+    # an onset or an exit changes the whole sliding set at once: the Filippov field of a
+    # gradient flow is the minimal-norm element of the one-sided fields' convex hull
+    # (`filippov_set`), which decides every surface of the set together. An exiting surface
+    # leaves to the side its weight reached; the others are decided again without it.
+    leaving = sliding.at[k].set(-1)
+    exit_base = base.at[sliding[k]].set(ev.alpha_b[k] >= 0.5)
+    cand = jnp.where(onset, candidate, jnp.where(is_exit, leaving, sliding))
+    cand_base = jnp.where(is_exit, exit_base, jnp.where(induced, crossed_pattern, base))
+    decide = onset | (is_exit & jnp.any(leaving >= 0)) | induced
+    decided_pattern, decided_sliding = jax.lax.cond(
+        decide, lambda: filippov_set(ctx, y_ev, cand_base, cand), lambda: (cand_base, cand)
+    )
+    counts["extra_grad_evals"] += (1 + (M if ctx.switching.jump is None else 1)) * decide.astype(jnp.int32)
+    slide = onset & jnp.any(decided_sliding == k)
+    new_pattern = jnp.where(is_cross & ~onset, crossed_pattern, base)
+    new_pattern = jnp.where(onset | is_exit | induced, decided_pattern, new_pattern)
+    new_sliding = jnp.where(onset | is_exit | induced, decided_sliding, sliding)
     left = jnp.sum((sliding >= 0) & ~jnp.isin(sliding, new_sliding))
     new_sliding = new_sliding[jnp.argsort(new_sliding < 0, stable=True)]  # compact (`_Geometry`)
     stepped_over = jnp.sum(ev.advance & ov.crossing)

@@ -161,10 +161,12 @@ def step(ctx, state: State) -> State:
         lambda: (jnp.zeros(ctx.size, ctx.dtype), jnp.zeros(ctx.K, bool)),
     )
     counts["extra_grad_evals"] += (sizes.keep & ov.any_crossing).astype(jnp.int32)
-    resplit, (ov, f_new, stuck) = _crossings.before_stuck(ctx, att, ov, f_new, stuck, sizes.keep, sizes.fall_back)
-    counts["num_steps_shortened"] += resplit.astype(jnp.int32)
-    counts["extra_grad_evals"] += (sizes.kink_evals + 1) * resplit.astype(jnp.int32)
-    found, ov, counts = _events.locate(ctx, att, ov, sizes, stuck, counts)
+    alpha_b, evals = _events.end_weights(ctx, att, ov, sizes)
+    counts["extra_grad_evals"] += evals
+    ov, f_new, stuck, alpha_b, decide_k, counts = _events.before_decision(
+        ctx, att, ov, f_new, stuck, alpha_b, sizes, counts
+    )
+    found, ov, counts = _events.locate(ctx, att, ov, sizes, stuck, alpha_b, decide_k, counts)
     pattern, sliding, handle, is_user, at_pending, crossed, counts = _sliding.decide(ctx, state, att, ov, found, counts)
     advance = found.advance
     counts["num_accepted_steps"] += advance.astype(jnp.int32)
