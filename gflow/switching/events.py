@@ -44,12 +44,16 @@ def end_weights(ctx, att, ov, sizes):
     y_end = jnp.where(sizes.fall_back, ov.yb, ov.yc)
     p_end = jnp.where(sizes.fall_back, att.pattern, att.pattern ^ ov.crossing)
     active = sizes.keep & jnp.any(att.sliding >= 0)
-    alpha = jax.lax.cond(
+    return _weights(ctx, att, y_end, p_end, active), 2 * active.astype(jnp.int32)
+
+
+def _weights(ctx, att, y, pattern, active):
+    """The Filippov weights of the step's sliding set at y where `active`, else 0.5."""
+    return jax.lax.cond(
         active,
-        lambda: _sliding.alphas(ctx, y_end, p_end, att.sliding, att.piece[1]),
+        lambda: _sliding.alphas(ctx, y, pattern, att.sliding, att.piece[1]),
         lambda: jnp.full(ctx.M, 0.5, ctx.dtype),
     )
-    return alpha, 2 * active.astype(jnp.int32)
 
 
 def _exits(att, alpha, search):
@@ -102,11 +106,7 @@ def before_decision(ctx, att, ov, f_new, stuck, alpha_b, sizes, counts):
             att_m = dataclasses.replace(att, on_pending=att.on_pending | (jnp.arange(K) == next_k))
             ov_m = _crossings.over(ctx, att_m, t_m, att.interp.evaluate(t_m), tiered=False)
             f_m, stuck_m = _crossings.new_side(ctx, att_m, ov_m)
-            alpha_m = jax.lax.cond(
-                any_sliding,
-                lambda: _sliding.alphas(ctx, ov_m.yc, att.pattern ^ ov_m.crossing, att.sliding, att.piece[1]),
-                lambda: jnp.full(ctx.M, 0.5, ctx.dtype),
-            )
+            alpha_m = _weights(ctx, att, ov_m.yc, att.pattern ^ ov_m.crossing, any_sliding)
             good = ov_m.keep_kinks & ov_m.any_crossing & ~jnp.any(stuck_m) & ~jnp.any(_exits(att, alpha_m, search))
             return good, (ov_m, f_m, stuck_m, alpha_m, next_k)
 

@@ -232,13 +232,13 @@ def decide(ctx, state, att, ov, ev, counts):
     crossed_pattern = base.at[k].set(up)
     # a crossing changes the field on the sliding set, and a weight may leave [0, 1] with it:
     # that exit is decided here, with the crossing, rather than found at the next step's start
-    induced = is_cross & ~onset & jnp.any(sliding >= 0)
+    check = is_cross & ~onset & jnp.any(sliding >= 0)
     induced = jax.lax.cond(
-        induced,
+        check,
         lambda: jnp.any((sliding >= 0) & (exit_margin(alphas(ctx, y_ev, crossed_pattern, sliding, geo)) < 0)),
         lambda: jnp.asarray(False),
     )
-    counts["extra_grad_evals"] += 2 * (is_cross & ~onset & jnp.any(sliding >= 0)).astype(jnp.int32)
+    counts["extra_grad_evals"] += 2 * check.astype(jnp.int32)
     # an onset or an exit changes the whole sliding set at once: the Filippov field of a
     # gradient flow is the minimal-norm element of the one-sided fields' convex hull
     # (`filippov_set`), which decides every surface of the set together. An exiting surface
