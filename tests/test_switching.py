@@ -492,3 +492,19 @@ def test_neurons_that_die_on_their_kinks():
         exact = np.concatenate([np.maximum(p0[:3] - np.asarray(c) * 3.0, 0.0), p0[3:] * np.exp(-3.0)])
         np.testing.assert_allclose(np.asarray(traj.final_params), exact, rtol=0, atol=1e-8)
         assert int(traj.stats["num_crossings"]) == 3 and int(traj.num_steps) < 60
+
+
+@pytest.mark.slow  # two solves of the digits problem (~2 min)
+def test_digits_self_convergence_at_rtol_1e_8():
+    # digits 0/1 (n = 360, d = 64, width 20, ε = 1e-2, t ≤ 5): 3,613 crossings, nothing slides.
+    # A crossing pushed out of its step by another's jump has its time clipped to the step's end;
+    # deciding it there (1fee2b3) moved the state onto its far side: rtol 1e-8 ended 5.3e-6 from
+    # the rtol-1e-10 solve, against 2.35e-8 before and after
+    X, y = data.digits((0, 1))
+    L = losses.objective(models.two_layer, "exponential", X, y, reduction="mean")
+    params0 = models.init_two_layer(jax.random.PRNGKey(0), X.shape[1], 20, 1e-2)
+    loose, tight = (gflow.simulate(L, params0, 5.0, rtol=r, switching=L.switching, max_steps=100_000) for r in (1e-8, 1e-10))
+    assert loose.status == tight.status == "success"
+    assert int(loose.stats["num_crossings"]) == int(tight.stats["num_crossings"]) > 3_000
+    ref = _flat(tight.final_params)
+    assert np.max(np.abs(_flat(loose.final_params) - ref)) / np.max(np.abs(ref)) < 1e-7
