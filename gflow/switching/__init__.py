@@ -32,13 +32,16 @@ the convex combinations Filippov's construction needs). With p fixed the field i
    are located exactly. A step that passes on the smooth piece's error but not on the kinks'
    (or holds more crossings than that) is *shortened* rather than rejected: it ends at the
    kinks' proposal (or before the (B+1)-th crossing) on its own dense output, which the passed
-   error estimate vouches for, and its kinks are located and tested again there. When that end
-   would come before the first crossing, after a crossing whose new side's field points back to
-   the surface (a sliding onset), and for a crossing before a sliding exit or a user event, the
-   crossing is instead handled exactly: the step ends at the first crossing (on the dense
-   output, which with no crossing before it is the frozen piece's flow), the side is decided
-   there, and the step size chosen from the smooth piece is kept (the controller is not
-   punished for the kink). Crossings arrive at a slowly varying rate, so the next step is also
+   error estimate vouches for, and its kinks are located and tested again there. A crossing
+   that needs a decision — its new side's field points back to the surface (a sliding onset),
+   or a sliding weight leaves [0, 1] with it (the weights jump where another surface is
+   crossed) — ends the step *at* it, the crossings before it stepped over: the largest number
+   of them that needs no decision is found by bisection (`events.before_decision`). When the
+   shortened end would come before the first crossing, where the first crossing itself needs a
+   decision, and for a crossing before a user event, the crossing is handled exactly: the step
+   ends at the first crossing (on the dense output, which with no crossing before it is the
+   frozen piece's flow), the side is decided there, and the step size chosen from the smooth
+   piece is kept (the controller is not punished for the kink). Crossings arrive at a slowly varying rate, so the next step is also
    sized to hold about ¾ of `max_crossings` of them: a step split for a full buffer would locate
    its kinks twice. The kinks of a step with few crossings are computed in fewer slots (32, 64
    or all B: `crossings.slot_tiers`), since every slot costs a jump whether it is used or not.

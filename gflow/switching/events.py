@@ -1,10 +1,12 @@
 """Events that need a decision, located on a step's dense output: sliding exits (a Filippov
 weight α_k reaching 0 or 1), the user's event, and crossings that cannot be stepped over (a
-crossing whose new side's field points back to the surface, and any crossing before another
-event, since the frozen dense output is the flow only up to the first crossing).
+crossing whose new side's field points back to the surface, or after which a sliding weight is
+past its bound).
 
-An event at the step's start is handled at once. A crossing that needs a decision is reached on
-the step's dense output; a sliding exit or a user event by re-taking the step to it.
+An event at the step's start is handled at once. A step whose crossings include one that needs
+a decision ends at it, those before it stepped over (`before_decision`); where it is the first,
+the step ends there on its dense output, the flow up to the first crossing. A sliding exit or a
+user event is reached by re-taking the step to it.
 """
 
 import dataclasses
