@@ -503,7 +503,8 @@ def test_digits_self_convergence_at_rtol_1e_8():
     X, y = data.digits((0, 1))
     L = losses.objective(models.two_layer, "exponential", X, y, reduction="mean")
     params0 = models.init_two_layer(jax.random.PRNGKey(0), X.shape[1], 20, 1e-2)
-    loose, tight = (gflow.simulate(L, params0, 5.0, rtol=r, switching=L.switching, max_steps=100_000) for r in (1e-8, 1e-10))
+    solve = lambda rtol: gflow.simulate(L, params0, 5.0, rtol=rtol, switching=L.switching, max_steps=100_000)
+    loose, tight = solve(1e-8), solve(1e-10)
     assert loose.status == tight.status == "success"
     assert int(loose.stats["num_crossings"]) == int(tight.stats["num_crossings"]) > 3_000
     ref = _flat(tight.final_params)

@@ -41,10 +41,11 @@ the convex combinations Filippov's construction needs). With p fixed the field i
    decision, and for a crossing before a user event, the crossing is handled exactly: the step
    ends at the first crossing (on the dense output, which with no crossing before it is the
    frozen piece's flow), the side is decided there, and the step size chosen from the smooth
-   piece is kept (the controller is not punished for the kink). Crossings arrive at a slowly varying rate, so the next step is also
-   sized to hold about ¾ of `max_crossings` of them: a step split for a full buffer would locate
-   its kinks twice. The kinks of a step with few crossings are computed in fewer slots (32, 64
-   or all B: `crossings.slot_tiers`), since every slot costs a jump whether it is used or not.
+   piece is kept (the controller is not punished for the kink). Crossings arrive at a slowly
+   varying rate, so the next step is also sized to hold about ¾ of `max_crossings` of them: a
+   step split for a full buffer would locate its kinks twice. The kinks of a step with few
+   crossings are computed in fewer slots (32, 64 or all B: `crossings.slot_tiers`), since every
+   slot costs a jump whether it is used or not.
 
    The jumps ΔF_k and the normals ∇s_k of the crossed surfaces cost one dense pass each by
    autodiff; `Switching.jump` and `Switching.surface` give them in closed form where the
